@@ -1,1 +1,1 @@
-"""ecosystems/dpkg"""
+"""Debian and Ubuntu images: the dpkg database, apt repositories, planning and fetching."""
