@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import zstandard
+
+from suture.image.model import (
+    OCI_CONFIG,
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_ZSTD,
+    OCI_MANIFEST,
+    Descriptor,
+    Image,
+    ImageConfig,
+    Manifest,
+)
+from suture.image.store import FileBlobStore
 
 
 @dataclass(frozen=True)
@@ -64,3 +79,32 @@ def gzip_bytes(data: bytes) -> bytes:
 
 def zstd_bytes(data: bytes) -> bytes:
     return zstandard.ZstdCompressor().compress(data)
+
+
+def make_image(directory: Path, layers: Sequence[bytes], compression: str = "gzip") -> Image:
+    """Return an Image whose layers are the given uncompressed tars, stored as files."""
+    media_type = {"gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD, "none": OCI_LAYER}[compression]
+    compress = {"gzip": gzip_bytes, "zstd": zstd_bytes, "none": lambda data: data}[compression]
+    paths: dict[str, Path] = {}
+    descriptors = []
+    for tar in layers:
+        blob = compress(tar)
+        descriptor = Descriptor.for_bytes(media_type, blob)
+        path = directory / descriptor.digest.replace(":", "-")
+        path.write_bytes(blob)
+        paths[descriptor.digest] = path
+        descriptors.append(descriptor)
+    config = ImageConfig.build({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers",
+                   "diff_ids": ["sha256:" + hashlib.sha256(tar).hexdigest() for tar in layers]},
+    })
+    config_path = directory / "config.json"
+    config_path.write_bytes(config.raw)
+    paths[config.digest] = config_path
+    manifest = Manifest.build({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": Descriptor.for_bytes(OCI_CONFIG, config.raw).to_json(),
+        "layers": [descriptor.to_json() for descriptor in descriptors],
+    })
+    return Image(manifest, config, FileBlobStore(paths, None))
