@@ -14,6 +14,7 @@ import zstandard
 
 from suture.image.model import (
     OCI_CONFIG,
+    OCI_INDEX,
     OCI_LAYER,
     OCI_LAYER_GZIP,
     OCI_LAYER_ZSTD,
@@ -21,7 +22,10 @@ from suture.image.model import (
     Descriptor,
     Image,
     ImageConfig,
+    ImageIndex,
+    Index,
     Manifest,
+    RawManifest,
 )
 from suture.image.store import FileBlobStore
 
@@ -81,7 +85,8 @@ def zstd_bytes(data: bytes) -> bytes:
     return zstandard.ZstdCompressor().compress(data)
 
 
-def make_image(directory: Path, layers: Sequence[bytes], compression: str = "gzip") -> Image:
+def make_image(directory: Path, layers: Sequence[bytes], compression: str = "gzip",
+               architecture: str = "amd64") -> Image:
     """Return an Image whose layers are the given uncompressed tars, stored as files."""
     media_type = {"gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD, "none": OCI_LAYER}[compression]
     compress = {"gzip": gzip_bytes, "zstd": zstd_bytes, "none": lambda data: data}[compression]
@@ -95,11 +100,11 @@ def make_image(directory: Path, layers: Sequence[bytes], compression: str = "gzi
         paths[descriptor.digest] = path
         descriptors.append(descriptor)
     config = ImageConfig.build({
-        "architecture": "amd64", "os": "linux",
+        "architecture": architecture, "os": "linux",
         "rootfs": {"type": "layers",
                    "diff_ids": ["sha256:" + hashlib.sha256(tar).hexdigest() for tar in layers]},
     })
-    config_path = directory / "config.json"
+    config_path = directory / f"config-{architecture}.json"
     config_path.write_bytes(config.raw)
     paths[config.digest] = config_path
     manifest = Manifest.build({
@@ -108,3 +113,35 @@ def make_image(directory: Path, layers: Sequence[bytes], compression: str = "gzi
         "layers": [descriptor.to_json() for descriptor in descriptors],
     })
     return Image(manifest, config, FileBlobStore(paths, None))
+
+
+def make_index(directory: Path, images: Sequence[Image]) -> ImageIndex:
+    """Return an index of `images` (amd64 then arm64, by position) plus an attestation manifest."""
+    paths: dict[str, Path] = {}
+    entries = []
+    for image, arch in zip(images, ("amd64", "arm64"), strict=False):
+        entries.append(image.manifest.descriptor(platform={"os": "linux", "architecture": arch}))
+    attestation_layer = b'{"predicateType":"https://spdx.dev/Document"}'
+    empty = b"{}"
+    for blob in (attestation_layer, empty):
+        path = directory / ("att-" + hashlib.sha256(blob).hexdigest())
+        path.write_bytes(blob)
+        paths["sha256:" + hashlib.sha256(blob).hexdigest()] = path
+    attestation = Manifest.build({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": Descriptor.for_bytes(OCI_CONFIG, empty).to_json(),
+        "layers": [Descriptor.for_bytes("application/vnd.in-toto+json",
+                                        attestation_layer).to_json()],
+    })
+    attestation_descriptor = attestation.descriptor(
+        platform={"os": "unknown", "architecture": "unknown"},
+        annotations={"vnd.docker.reference.type": "attestation-manifest",
+                     "vnd.docker.reference.digest": images[0].digest},
+    )
+    entries.append(attestation_descriptor)
+    index = Index.build({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                         "manifests": [entry.to_json() for entry in entries],
+                         "annotations": {"org.example.kept": "yes"}})
+    raw = RawManifest(attestation_descriptor, attestation.raw, FileBlobStore(paths, None),
+                      (attestation.config, *attestation.layers))
+    return ImageIndex(index, (*images, raw))
