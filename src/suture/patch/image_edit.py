@@ -50,9 +50,9 @@ def _recorded(image: Image, key: str) -> list[str]:
 def find_patch_layer(image: Image) -> int | None:
     """Return the index of suture's patch layer in `image`, or None if it has none on top.
 
-    A layer counts only when it is the last one and its diff_id is the one suture recorded: an
-    image built on top of a patched image inherits the labels but not the layer position, and
-    its patch layer can no longer be replaced.
+    A layer counts only when it is the last one and its diff_id is the one suture recorded. An
+    image built on top of a patched image inherits the labels, but its patch layer is no longer
+    on top and can no longer be replaced.
     """
     recorded = _recorded(image, ANNOTATION_PATCH_DIFF_ID)
     if not recorded:
@@ -130,10 +130,10 @@ def append_patch_layer(
 ) -> Image:
     """Return `image` with `layer` on top, in place of suture's previous patch layer if any.
 
-    `base_digest` is the digest of the original, unpatched image; when None it is read from a
-    previous patch (`base_digest_of`). `packages` lists this patch's updates; on a re-patch they
-    are merged with the previous patch's list. `created` defaults to SOURCE_DATE_EPOCH when set,
-    else the current time. The new config is written beside the layer file.
+    `base_digest` is the digest of the original, unpatched image. When None, it is read from a
+    previous patch (`base_digest_of`). `packages` lists this patch's updates, and on a re-patch
+    they are merged with the previous patch's list. `created` defaults to SOURCE_DATE_EPOCH
+    when set, else the current time. The new config is written beside the layer file.
     """
     patch_index = find_patch_layer(image)
     if base_digest is None:
