@@ -1,0 +1,392 @@
+"""Read Debian binary packages (`.deb`) safely and in one streaming pass over the payload.
+
+Format: deb(5). A `.deb` is an `ar` archive whose members are, in order, `debian-binary`
+("2.0\\n"), `control.tar[.gz|.xz|.zst]` and `data.tar[.gz|.xz|.zst|.bz2]`; members whose names
+start with `_` are ignored, as dpkg-deb does.
+
+The `ar` container is parsed here instead of with python-debian's `debian.debfile.DebFile`,
+because that class (python-debian 1.1) opens the data member as a seekable `tarfile` and hands it
+out as is: it does not check that members stay inside the root, does not reject device nodes or
+writes through a symlink, and reports a truncated payload as a bare `tarfile` or decompressor
+error that names neither the package nor the member. Parsing `ar` takes a few dozen lines and
+lets every error say which package and member failed.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import hashlib
+import io
+import logging
+import lzma
+import posixpath
+import tarfile
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import IO, BinaryIO, cast
+
+import zstandard
+from debian.deb822 import Deb822
+
+from suture.errors import PackageError
+from suture.image.fsview import FileType
+
+logger = logging.getLogger(__name__)
+
+_AR_MAGIC = b"!<arch>\n"
+_AR_HEADER_SIZE = 60
+
+# Control archives hold a few small text files and scripts. These bounds stop a hostile package
+# from making us hold gigabytes in memory; real control members are far smaller.
+_MAX_CONTROL_TAR_BYTES = 64 * 1024 * 1024
+_MAX_CONTROL_MEMBER_BYTES = 16 * 1024 * 1024
+
+_DECOMPRESSION_ERRORS: tuple[type[BaseException], ...] = (
+    EOFError,
+    OSError,
+    lzma.LZMAError,
+    zlib.error,
+    zstandard.ZstdError,
+    tarfile.TarError,
+    ValueError,
+)
+
+
+@dataclass(frozen=True)
+class DataMember:
+    """One entry of a package's `data.tar`.
+
+    `path` is absolute and normalised (`/usr/bin/env`, `/` for the root entry `./`). `linkname`
+    is the symlink target exactly as stored (absolute targets are normal in Debian), or for a
+    hardlink the normalised absolute path of the earlier member it links to. `mode` holds
+    permission bits only.
+    """
+
+    path: str
+    type: FileType
+    mode: int
+    uid: int
+    gid: int
+    size: int
+    mtime: int
+    linkname: str = ""
+
+
+@dataclass(frozen=True)
+class _ArMember:
+    name: str
+    offset: int
+    size: int
+
+
+class DebFile:
+    """A `.deb` file: its control fields and files read at once, its payload streamed on demand.
+
+    Raises PackageError, naming the file and the member at fault, for a malformed container, an
+    unsupported compression, a truncated member or an unsafe payload entry.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        members = _read_ar_index(self.path)
+        self._control_member = _find_member(self.path, members, "control.tar")
+        self._data_member = _find_member(self.path, members, "data.tar")
+        self.control_files: Mapping[str, bytes] = MappingProxyType(self._read_control_files())
+        control_text = self.control_files.get("control")
+        if control_text is None:
+            raise PackageError(f"{self.path}: control.tar has no control file; the .deb is invalid")
+        self.control_text = control_text.decode("utf-8", errors="strict")
+        self.control: Mapping[str, str] = MappingProxyType(dict(Deb822(self.control_text)))
+        self.name = self.control.get("Package", "").strip()
+        self.version = self.control.get("Version", "").strip()
+        self.architecture = self.control.get("Architecture", "").strip()
+        if not self.name or not self.version or not self.architecture:
+            raise PackageError(
+                f"{self.path}: control file lacks Package, Version or Architecture; "
+                "the .deb is invalid"
+            )
+
+    def __repr__(self) -> str:
+        return f"DebFile({self.name}_{self.version}_{self.architecture})"
+
+    @property
+    def label(self) -> str:
+        """The package as `name_version_arch`, for messages."""
+        return f"{self.name}_{self.version}_{self.architecture}"
+
+    def conffiles(self) -> list[str]:
+        """Return the conffile paths the package declares, in file order.
+
+        Lines with a `remove-on-upgrade` flag name files the package no longer ships; they are
+        left out, as dpkg does.
+        """
+        text = self.control_files.get("conffiles", b"").decode("utf-8", errors="replace")
+        paths: list[str] = []
+        for line in text.splitlines():
+            parts = line.split()
+            if not parts or "remove-on-upgrade" in parts[:-1]:
+                continue
+            paths.append(parts[-1])
+        return paths
+
+    def iter_data(self) -> Iterator[tuple[DataMember, IO[bytes] | None]]:
+        """Yield each payload member with a file object for regular files, in archive order.
+
+        The file object is only valid until the next member is requested. Raises PackageError for
+        a `..` escape, a device node or FIFO, a hardlink to a path not seen earlier, a path that
+        goes through a symlink the package itself created, or a truncated payload.
+        """
+        member_name = self._data_member.name
+        with self.path.open("rb") as handle:
+            raw = io.BufferedReader(
+                _BoundedReader(handle, self._data_member.offset, self._data_member.size))
+            stream = _decompress(self.path, member_name, raw)
+            seen: set[str] = set()
+            symlinks: set[str] = set()
+            current = "(start of archive)"
+            try:
+                with tarfile.open(fileobj=stream, mode="r|") as archive:
+                    for info in archive:
+                        current = info.name
+                        member = self._check_member(info, seen, symlinks)
+                        seen.add(member.path)
+                        if member.type is FileType.SYMLINK:
+                            symlinks.add(member.path)
+                        fileobj = archive.extractfile(info) if info.isreg() else None
+                        yield member, fileobj
+            except PackageError:
+                raise
+            except _DECOMPRESSION_ERRORS as error:
+                raise PackageError(
+                    f"{self.path}: {member_name} is truncated or corrupt at member {current!r} "
+                    f"({error}); download the package again"
+                ) from error
+
+    def _read_control_files(self) -> dict[str, bytes]:
+        member = self._control_member
+        files: dict[str, bytes] = {}
+        with self.path.open("rb") as handle:
+            raw = io.BufferedReader(_BoundedReader(handle, member.offset, member.size))
+            stream = _decompress(self.path, member.name, raw)
+            current = "(start of archive)"
+            try:
+                label = f"{self.path}: {member.name}"
+                limited = _LimitedReader(stream, _MAX_CONTROL_TAR_BYTES, label)
+                with tarfile.open(fileobj=limited, mode="r|") as archive:
+                    for info in archive:
+                        current = info.name
+                        name = posixpath.normpath(info.name.lstrip("/"))
+                        if not info.isreg() or "/" in name or name in (".", ".."):
+                            continue
+                        if info.size > _MAX_CONTROL_MEMBER_BYTES:
+                            raise PackageError(
+                                f"{self.path}: control member {name} is {info.size} bytes, "
+                                f"over the {_MAX_CONTROL_MEMBER_BYTES}-byte limit"
+                            )
+                        fileobj = archive.extractfile(info)
+                        if fileobj is None:
+                            continue
+                        files[name] = _read_exact(fileobj, info.size, self.path, member.name, name)
+            except PackageError:
+                raise
+            except _DECOMPRESSION_ERRORS as error:
+                raise PackageError(
+                    f"{self.path}: {member.name} is truncated or corrupt at member {current!r} "
+                    f"({error}); download the package again"
+                ) from error
+        return files
+
+    def _check_member(
+        self, info: tarfile.TarInfo, seen: set[str], symlinks: set[str]
+    ) -> DataMember:
+        path = _normalise_member_path(self.path, info.name)
+        parent = path
+        while parent != "/":
+            parent = posixpath.dirname(parent)
+            # A symlink in the package followed by a file below it would write wherever the
+            # symlink points, possibly outside the root; dpkg packages never need that.
+            if parent in symlinks:
+                raise PackageError(
+                    f"{self.path}: member {info.name!r} is written through the symlink {parent} "
+                    "that the same package creates; the package is unsafe"
+                )
+
+        linkname = ""
+        if info.isreg():
+            kind = FileType.FILE
+        elif info.isdir():
+            kind = FileType.DIRECTORY
+        elif info.issym():
+            kind = FileType.SYMLINK
+            linkname = info.linkname
+            if not linkname or "\0" in linkname:
+                raise PackageError(f"{self.path}: symlink {info.name!r} has an empty target")
+        elif info.islnk():
+            kind = FileType.HARDLINK
+            linkname = _normalise_member_path(self.path, info.linkname)
+            if linkname not in seen:
+                raise PackageError(
+                    f"{self.path}: hardlink {info.name!r} points to {info.linkname!r}, which is "
+                    "not an earlier member of the package; the package is invalid"
+                )
+        elif info.ischr() or info.isblk():
+            raise PackageError(
+                f"{self.path}: member {info.name!r} is a device node; suture does not install "
+                "device nodes from packages"
+            )
+        else:
+            raise PackageError(
+                f"{self.path}: member {info.name!r} has unsupported tar type {info.type!r}"
+            )
+        return DataMember(
+            path=path,
+            type=kind,
+            mode=info.mode & 0o7777,
+            uid=info.uid,
+            gid=info.gid,
+            size=info.size if kind is FileType.FILE else 0,
+            mtime=int(info.mtime),
+            linkname=linkname,
+        )
+
+
+def md5_of_stream(fileobj: IO[bytes], chunk_size: int = 1024 * 1024) -> tuple[bytes, str]:
+    """Read `fileobj` to the end and return its bytes and their md5 hex digest."""
+    digest = hashlib.md5(usedforsecurity=False)
+    chunks: list[bytes] = []
+    while True:
+        chunk = fileobj.read(chunk_size)
+        if not chunk:
+            break
+        digest.update(chunk)
+        chunks.append(chunk)
+    return b"".join(chunks), digest.hexdigest()
+
+
+def _normalise_member_path(deb: Path, name: str) -> str:
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise PackageError(
+            f"{deb}: member {name!r} contains '..' and would escape the root; the package is unsafe"
+        )
+    if any("\0" in part for part in parts):
+        raise PackageError(f"{deb}: member {name!r} contains a NUL byte")
+    return "/" + "/".join(parts)
+
+
+def _read_ar_index(path: Path) -> list[_ArMember]:
+    try:
+        handle = path.open("rb")
+    except OSError as error:
+        raise PackageError(f"{path}: cannot open package file ({error})") from error
+    with handle:
+        total = handle.seek(0, io.SEEK_END)
+        handle.seek(0)
+        if handle.read(len(_AR_MAGIC)) != _AR_MAGIC:
+            raise PackageError(f"{path}: not a .deb (no ar archive header)")
+        members: list[_ArMember] = []
+        offset = len(_AR_MAGIC)
+        while offset < total:
+            header = handle.read(_AR_HEADER_SIZE)
+            if len(header) < _AR_HEADER_SIZE or header[58:60] != b"`\n":
+                raise PackageError(f"{path}: ar header at byte {offset} is truncated or invalid")
+            name = header[0:16].decode("ascii", errors="replace").rstrip().rstrip("/")
+            try:
+                size = int(header[48:58].decode("ascii").strip())
+            except ValueError as error:
+                raise PackageError(f"{path}: ar member {name!r} has an invalid size") from error
+            data_offset = offset + _AR_HEADER_SIZE
+            if size < 0 or data_offset + size > total:
+                raise PackageError(
+                    f"{path}: ar member {name!r} is truncated ({size} bytes declared, "
+                    f"{max(total - data_offset, 0)} present); download the package again"
+                )
+            members.append(_ArMember(name=name, offset=data_offset, size=size))
+            offset = data_offset + size + (size % 2)
+            handle.seek(offset)
+
+    if not members or members[0].name != "debian-binary":
+        raise PackageError(f"{path}: first ar member is not debian-binary; not a .deb")
+    with path.open("rb") as handle:
+        handle.seek(members[0].offset)
+        version = handle.read(min(members[0].size, 16))
+    if not version.startswith(b"2."):
+        raise PackageError(f"{path}: unsupported .deb format version {version!r}")
+    return members
+
+
+def _find_member(path: Path, members: list[_ArMember], stem: str) -> _ArMember:
+    found = [m for m in members if m.name == stem or m.name.startswith(stem + ".")]
+    if len(found) != 1:
+        raise PackageError(f"{path}: expected one {stem} member, found {len(found)}")
+    return found[0]
+
+
+def _decompress(path: Path, member: str, raw: IO[bytes]) -> IO[bytes]:
+    suffix = member.rpartition(".")[2] if member.count(".") >= 2 else ""
+    if suffix == "":
+        return raw
+    if suffix == "gz":
+        return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
+    if suffix == "xz":
+        return lzma.LZMAFile(raw, mode="rb")
+    if suffix == "bz2":
+        return bz2.BZ2File(raw, mode="rb")
+    if suffix == "zst":
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+    raise PackageError(f"{path}: member {member} uses an unsupported compression ({suffix})")
+
+
+def _read_exact(fileobj: IO[bytes], size: int, deb: Path, member: str, name: str) -> bytes:
+    data = fileobj.read(size)
+    if len(data) != size:
+        raise PackageError(f"{deb}: {member} member {name!r} is truncated")
+    return data
+
+
+class _BoundedReader(io.RawIOBase):
+    """A read-only window of `size` bytes at `offset` of a seekable file."""
+
+    def __init__(self, handle: BinaryIO, offset: int, size: int) -> None:
+        self._handle = handle
+        self._offset = offset
+        self._remaining = size
+        handle.seek(offset)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self._remaining <= 0:
+            return 0
+        view = memoryview(buffer)[: min(len(buffer), self._remaining)]
+        count = self._handle.readinto(view)  # type: ignore[attr-defined]
+        if not count:
+            return 0
+        self._remaining -= count
+        return int(count)
+
+
+class _LimitedReader(io.RawIOBase):
+    """Raises PackageError once more than `limit` decompressed bytes are read."""
+
+    def __init__(self, stream: IO[bytes], limit: int, label: str) -> None:
+        self._stream = stream
+        self._left = limit
+        self._limit = limit
+        self._label = label
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._stream.read(len(buffer))
+        self._left -= len(data)
+        if self._left < 0:
+            raise PackageError(f"{self._label} decompresses to more than {self._limit} bytes")
+        buffer[: len(data)] = data
+        return len(data)

@@ -1,0 +1,560 @@
+"""The default apply engine for dpkg: unpack `.deb` payloads into a staging tree, run nothing.
+
+It does what `dpkg --force-confold -i` does to the filesystem and the database (checked against
+dpkg 1.21.22 with `dpkg --root`), without running maintainer scripts or triggers:
+- payload entries keep their modes, numeric owners, symlinks and hardlinks;
+- every path is placed after resolving its parent directory through the image's symlinks and
+  those staged earlier, so `/bin/x` lands at `/usr/bin/x` when `/bin -> usr/bin`, and a symlink
+  is never replaced by a directory; existing directories keep their mode and owner, as in dpkg;
+- diversions in `/var/lib/dpkg/diversions` move a path unless the package owns the diversion;
+- conffiles follow dpkg's decision table (see `decide_conffile`);
+- paths the old version listed and the new one does not are whited out unless another
+  package lists them; directories only when they end up empty, and obsolete conffiles never.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import IO, Protocol
+
+from suture.ecosystems.base import PackageStatus, PlannedPackage
+from suture.ecosystems.dpkg import cacerts, dbwrite, maintscripts
+from suture.ecosystems.dpkg.database import DpkgDatabase, InstalledPackage
+from suture.ecosystems.dpkg.dbwrite import PackageUpdate, write_database
+from suture.ecosystems.dpkg.debfile import DataMember, DebFile
+from suture.errors import EcosystemError, PackageError
+from suture.image.fsview import FileSystemView, FileType
+from suture.patch.staging import StagedEntry
+
+logger = logging.getLogger(__name__)
+
+DIVERSIONS_PATH = "/var/lib/dpkg/diversions"
+NEW_CONFFILE = "newconffile"
+_MAX_SYMLINK_HOPS = 40
+
+
+class StagingTree(Protocol):
+    """The parts of `suture.patch.staging.Staging` the engine uses."""
+
+    def add_file(
+        self,
+        path: str,
+        *,
+        data: bytes | None = None,
+        source: Path | None = None,
+        stream: IO[bytes] | None = None,
+        mode: int = 0o644,
+        uid: int = 0,
+        gid: int = 0,
+        mtime: int | None = None,
+    ) -> StagedEntry: ...
+
+    def add_directory(
+        self, path: str, mode: int = 0o755, uid: int = 0, gid: int = 0, mtime: int | None = None
+    ) -> StagedEntry: ...
+
+    def add_symlink(
+        self, path: str, target: str, uid: int = 0, gid: int = 0, mtime: int | None = None,
+        mode: int = 0o777,
+    ) -> StagedEntry: ...
+
+    def add_hardlink(self, path: str, target: str) -> StagedEntry: ...
+
+    def add_whiteout(self, path: str) -> None: ...
+
+    def lstat(self, path: str) -> StagedEntry | None: ...
+
+    def hides(self, path: str) -> bool: ...
+
+    def read(self, path: str) -> bytes: ...
+
+    def entries(self) -> list[StagedEntry]: ...
+
+
+class ConffileAction(StrEnum):
+    """What happens to one conffile on upgrade."""
+
+    INSTALL = "install"
+    KEEP = "keep"
+    KEEP_AND_DIST = "keep-and-dist"
+
+
+@dataclass(frozen=True)
+class AppliedPackage:
+    """One package the engine wrote: versions, the conffiles it kept and what it skipped."""
+
+    name: str
+    architecture: str
+    old_version: str
+    new_version: str
+    status: PackageStatus
+    files_written: int
+    paths_removed: int
+    conffiles_kept: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """The outcome of `apply_updates`: per-package records and notes for the summary."""
+
+    packages: tuple[AppliedPackage, ...]
+    notes: tuple[str, ...] = ()
+
+
+def decide_conffile(old_md5: str | None, current_md5: str | None, new_md5: str) -> ConffileAction:
+    """Decide a conffile's fate as dpkg's configure step does with `--force-confold`.
+
+    `old_md5` is the md5 the database records (None for a conffile the old version did not
+    have), `current_md5` that of the image's file (None when absent), `new_md5` that of the new
+    version's file. A file equal to the new one, or a new conffile with nothing in its way, is
+    installed. A file the user did not change is replaced when the package changed it. A file
+    the user changed or deleted is kept, and when the package changed it too the new version is
+    written beside it as `<name>.dpkg-dist`, so a deleted conffile stays deleted.
+    """
+    if current_md5 == new_md5:
+        return ConffileAction.KEEP
+    if old_md5 is None or old_md5 == NEW_CONFFILE:
+        return ConffileAction.INSTALL if current_md5 is None else ConffileAction.KEEP_AND_DIST
+    user_edited = old_md5 != current_md5
+    dist_edited = old_md5 != new_md5
+    if not user_edited:
+        return ConffileAction.INSTALL if dist_edited else ConffileAction.KEEP
+    return ConffileAction.KEEP_AND_DIST if dist_edited else ConffileAction.KEEP
+
+
+@dataclass(frozen=True)
+class Node:
+    """An entry of the merged view: its type, symlink target and ownership."""
+
+    type: FileType
+    linkname: str = ""
+    mode: int = 0o755
+    uid: int = 0
+    gid: int = 0
+
+
+class MergedView:
+    """The image as the patch layer will leave it: staged entries over the image's view."""
+
+    def __init__(self, fs: FileSystemView, staging: StagingTree) -> None:
+        self.fs = fs
+        self.staging = staging
+
+    def lstat(self, path: str) -> Node | None:
+        if path == "/":
+            return Node(FileType.DIRECTORY)
+        staged = self.staging.lstat(path)
+        if staged is not None:
+            if staged.whiteout:
+                return None
+            return Node(staged.type, staged.linkname, staged.mode, staged.uid, staged.gid)
+        if self.staging.hides(path):
+            return None
+        entry = self.fs.lstat(path)
+        if entry is None:
+            return None
+        return Node(entry.type, entry.linkname, entry.mode, entry.uid, entry.gid)
+
+    def resolve(self, path: str, *, follow_final: bool = True) -> str:
+        """Resolve symlinks in `path` as a chroot would; `..` never climbs above `/`."""
+        pending = [part for part in path.split("/") if part]
+        pending.reverse()
+        result = "/"
+        hops = 0
+        while pending:
+            name = pending.pop()
+            if name == ".":
+                continue
+            if name == "..":
+                result = posixpath.dirname(result)
+                continue
+            candidate = posixpath.join(result, name)
+            node = self.lstat(candidate)
+            if node is not None and node.type is FileType.SYMLINK and (pending or follow_final):
+                hops += 1
+                if hops > _MAX_SYMLINK_HOPS:
+                    raise EcosystemError(
+                        f"too many levels of symlinks resolving {path} in the image"
+                    )
+                if node.linkname.startswith("/"):
+                    result = "/"
+                pending.extend(reversed([p for p in node.linkname.split("/") if p]))
+                continue
+            result = candidate
+        return result
+
+    def read(self, path: str) -> bytes | None:
+        resolved = self.resolve(path)
+        staged = self.staging.lstat(resolved)
+        if staged is not None:
+            if staged.whiteout or staged.type not in (FileType.FILE, FileType.HARDLINK):
+                return None
+            return self.staging.read(resolved)
+        if self.staging.hides(resolved):
+            return None
+        return self.fs.read(resolved)
+
+    def listdir(self, path: str) -> list[str]:
+        names: set[str] = set()
+        staged = self.staging.lstat(path)
+        if not (staged is not None and staged.opaque) and not self.staging.hides(path):
+            names.update(self.fs.listdir(path))
+        prefix = "/" if path == "/" else path + "/"
+        for entry in self.staging.entries():
+            if entry.path.startswith(prefix) and "/" not in entry.path[len(prefix):]:
+                names.add(entry.path[len(prefix):])
+        return sorted(name for name in names if self.lstat(prefix + name) is not None)
+
+
+def read_diversions(view: MergedView) -> dict[str, tuple[str, str]]:
+    """Return diverted path -> (divert-to path, owning package) from dpkg's diversions file."""
+    data = view.read(DIVERSIONS_PATH)
+    if not data:
+        return {}
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    diversions: dict[str, tuple[str, str]] = {}
+    for index in range(0, len(lines) - 2, 3):
+        diversions[lines[index]] = (lines[index + 1], lines[index + 2])
+    return diversions
+
+
+def apply_updates(
+    fs: FileSystemView,
+    database: DpkgDatabase,
+    updates: Sequence[tuple[PlannedPackage, Path]],
+    staging: StagingTree,
+) -> ApplyResult:
+    """Unpack each `.deb` of `updates` into `staging` and rewrite the dpkg database there.
+
+    `fs` is the image as it is, `database` its dpkg database. Raises PackageError for an unsafe
+    or malformed package, or one that is not the planned package and version; nothing from the
+    image or the packages is executed.
+    """
+    view = MergedView(fs, staging)
+    diversions = read_diversions(view)
+    debs = [(planned, _open_planned(planned, path)) for planned, path in updates]
+    works: list[PackageUpdate] = []
+    written_paths: set[str] = set()
+
+    # Every payload is unpacked first, so the removal pass knows all that the new versions own.
+    for _, deb in debs:
+        work = PackageUpdate(deb=deb, old=_find_installed(database, deb))
+        _unpack_payload(view, staging, work, diversions, written_paths)
+        works.append(work)
+
+    owned_by_others = _paths_owned_by_others(view, database, works)
+    for work in works:
+        owned_by_others.update(work.list_paths)
+    removed_counts = [
+        _remove_old_paths(view, staging, work, owned_by_others, written_paths, diversions)
+        for work in works
+    ]
+
+    write_database(view, staging, database, works)
+
+    notes: list[str] = []
+    applied: list[AppliedPackage] = []
+    for (planned, _), work, removed in zip(debs, works, removed_counts, strict=True):
+        package_notes = maintscripts.describe_skipped_work(
+            work.deb, work.old_paths, work.list_paths
+        )
+        notes.extend(package_notes)
+        applied.append(
+            AppliedPackage(
+                name=work.deb.name,
+                architecture=work.deb.architecture,
+                old_version=work.old.version if work.old is not None else planned.installed,
+                new_version=work.deb.version,
+                status=PackageStatus.UPDATED,
+                files_written=work.files_written,
+                paths_removed=removed,
+                conffiles_kept=tuple(work.conffiles_kept),
+                notes=tuple(package_notes),
+            )
+        )
+
+    if any(work.deb.name == cacerts.PACKAGE for work in works):
+        notes.extend(cacerts.regenerate(view, staging))
+    return ApplyResult(packages=tuple(applied), notes=tuple(notes))
+
+
+def _open_planned(planned: PlannedPackage, path: Path) -> DebFile:
+    deb = DebFile(path)
+    if deb.name != planned.name:
+        raise PackageError(
+            f"{path}: contains package {deb.name}, but the plan expects {planned.name}; "
+            "clear the package cache and run again"
+        )
+    if planned.target and deb.version != planned.target:
+        raise PackageError(
+            f"{path}: contains {deb.name} {deb.version}, but the plan expects version "
+            f"{planned.target}; clear the package cache and run again"
+        )
+    if planned.architecture and deb.architecture not in (planned.architecture, "all"):
+        raise PackageError(
+            f"{path}: {deb.name} is built for {deb.architecture}, but the image needs "
+            f"{planned.architecture}"
+        )
+    return deb
+
+
+def _find_installed(database: DpkgDatabase, deb: DebFile) -> InstalledPackage | None:
+    found = database.find(deb.name, deb.architecture)
+    if found is None:
+        # An `all` package may replace an architecture-specific one and the reverse.
+        found = database.find(deb.name)
+    return found
+
+
+def _divert(path: str, package: str, diversions: Mapping[str, tuple[str, str]]) -> str:
+    diversion = diversions.get(path)
+    if diversion is None or diversion[1] == package:
+        return path
+    return diversion[0]
+
+
+def _destination(view: MergedView, path: str) -> str:
+    """Return where `path` lands: its parent resolved through symlinks, its name kept."""
+    parent = view.resolve(posixpath.dirname(path))
+    return posixpath.join(parent, posixpath.basename(path))
+
+
+class _HashingReader:
+    """Passes reads through to `stream` and keeps the md5 of what went by."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self.digest = hashlib.md5(usedforsecurity=False)
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self.digest.update(data)
+        return data
+
+
+def _unpack_payload(
+    view: MergedView,
+    staging: StagingTree,
+    work: PackageUpdate,
+    diversions: Mapping[str, tuple[str, str]],
+    written_paths: set[str],
+) -> None:
+    deb = work.deb
+    conffiles = set(deb.conffiles())
+    old_conffiles = dict(work.old.conffiles) if work.old is not None else {}
+    final_paths: dict[str, str] = {}
+    kept_data: dict[str, bytes] = {}
+
+    for member, fileobj in deb.iter_data():
+        if member.path == "/":
+            work.list_paths.append("/.")
+            continue
+        work.list_paths.append(member.path)
+        destination = _destination(view, _divert(member.path, deb.name, diversions))
+        existing = view.lstat(destination)
+
+        if member.type is FileType.DIRECTORY:
+            resolved = view.resolve(destination)
+            target = view.lstat(resolved)
+            if target is None:
+                staging.add_directory(resolved, member.mode, member.uid, member.gid, member.mtime)
+                written_paths.add(resolved)
+                work.files_written += 1
+            elif target.type is not FileType.DIRECTORY:
+                raise PackageError(
+                    f"{deb.path}: directory {member.path} would replace the image's "
+                    f"{target.type} at {resolved}; dpkg would fail here too"
+                )
+            final_paths[member.path] = resolved
+            continue
+
+        if existing is not None and existing.type is FileType.DIRECTORY:
+            raise PackageError(
+                f"{deb.path}: {member.type} {member.path} would replace the image's directory "
+                f"{destination}; dpkg would fail here too"
+            )
+        final_paths[member.path] = destination
+
+        if member.type is FileType.SYMLINK:
+            staging.add_symlink(destination, member.linkname, member.uid, member.gid,
+                                member.mtime, member.mode or 0o777)
+        elif member.type is FileType.HARDLINK:
+            _add_hardlink(staging, deb, member, final_paths, kept_data, destination)
+            work.md5_entries.append((member.path, _hardlink_md5(work, member.linkname)))
+        elif fileobj is None:
+            raise PackageError(f"{deb.path}: regular file {member.path} has no content")
+        elif member.path in conffiles:
+            data = fileobj.read()
+            md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
+            work.conffile_md5s[member.path] = md5
+            work.md5_entries.append((member.path, md5))
+            if not _place_conffile(view, staging, work, member, data, md5, destination,
+                                   old_conffiles.get(member.path)):
+                kept_data[member.path] = data
+                continue
+        else:
+            reader = _HashingReader(fileobj)
+            staging.add_file(destination, stream=reader,  # type: ignore[arg-type]
+                             mode=member.mode, uid=member.uid, gid=member.gid,
+                             mtime=member.mtime)
+            work.md5_entries.append((member.path, reader.digest.hexdigest()))
+        written_paths.add(destination)
+        work.files_written += 1
+
+    # Conffiles listed but not shipped keep their md5 as "newconffile", as dpkg records them.
+    for path in deb.conffiles():
+        work.conffile_md5s.setdefault(path, NEW_CONFFILE)
+    work.conffile_md5s = {path: work.conffile_md5s[path] for path in deb.conffiles()}
+
+
+def _hardlink_md5(work: PackageUpdate, target: str) -> str:
+    for path, md5 in work.md5_entries:
+        if path == target:
+            return md5
+    return ""
+
+
+def _add_hardlink(
+    staging: StagingTree,
+    deb: DebFile,
+    member: DataMember,
+    final_paths: Mapping[str, str],
+    kept_data: Mapping[str, bytes],
+    destination: str,
+) -> None:
+    target = final_paths.get(member.linkname)
+    staged = staging.lstat(target) if target is not None else None
+    if target is not None and staged is not None and not staged.whiteout:
+        staging.add_hardlink(destination, target)
+        return
+    data = kept_data.get(member.linkname)
+    if data is None:
+        raise PackageError(
+            f"{deb.path}: hardlink {member.path} points to {member.linkname}, which was not "
+            "written; the package is invalid"
+        )
+    # The target is a conffile the user changed and that stays as is, so the link gets its own
+    # copy of the package's bytes rather than a link into a lower layer.
+    staging.add_file(destination, data=data, mode=member.mode, uid=member.uid, gid=member.gid,
+                     mtime=member.mtime)
+
+
+def _place_conffile(
+    view: MergedView,
+    staging: StagingTree,
+    work: PackageUpdate,
+    member: DataMember,
+    data: bytes,
+    new_md5: str,
+    destination: str,
+    old_md5: str | None,
+) -> bool:
+    """Write a conffile or its `.dpkg-dist`; return whether the file itself was written."""
+    # dpkg compares the conffile after following a symlink at its path.
+    real_path = view.resolve(destination)
+    current = view.read(real_path)
+    current_md5 = None if current is None else hashlib.md5(
+        current, usedforsecurity=False).hexdigest()
+    action = decide_conffile(old_md5, current_md5, new_md5)
+    if action is ConffileAction.INSTALL:
+        staging.add_file(destination, data=data, mode=member.mode, uid=member.uid,
+                         gid=member.gid, mtime=member.mtime)
+        return True
+    if action is ConffileAction.KEEP_AND_DIST:
+        work.conffiles_kept.append(member.path)
+        staging.add_file(real_path + ".dpkg-dist", data=data, mode=member.mode, uid=member.uid,
+                         gid=member.gid, mtime=member.mtime)
+        logger.info("%s: kept the modified %s, new version written to %s.dpkg-dist",
+                    work.deb.label, member.path, real_path)
+    return False
+
+
+def _read_old_paths(view: MergedView, work: PackageUpdate) -> list[str] | None:
+    """Return the paths the installed version owns, from its `.list` or distroless md5sums."""
+    old = work.old
+    if old is None:
+        return None
+    candidates = [
+        dbwrite.info_name(old.name, old.architecture, old.multi_arch),
+        old.name,
+        f"{old.name}:{old.architecture}",
+    ]
+    for stem in candidates:
+        data = view.read(f"{dbwrite.INFO_DIR}/{stem}.list")
+        if data is not None:
+            return [line for line in data.decode("utf-8", errors="replace").splitlines() if line]
+    if old.file.startswith(dbwrite.STATUS_D_PATH + "/"):
+        data = view.read(old.file + ".md5sums")
+        if data is not None:
+            return ["/" + line.split(None, 1)[1].strip()
+                    for line in data.decode("utf-8", errors="replace").splitlines()
+                    if len(line.split(None, 1)) == 2]
+    return None
+
+
+def _paths_owned_by_others(
+    view: MergedView, database: DpkgDatabase, works: Sequence[PackageUpdate]
+) -> set[str]:
+    updated = {id(work.old) for work in works if work.old is not None}
+    owned: set[str] = set()
+    for package in database.packages:
+        if id(package) in updated:
+            continue
+        stems = {dbwrite.info_name(package.name, package.architecture, package.multi_arch),
+                 package.name, f"{package.name}:{package.architecture}"}
+        for stem in stems:
+            data = view.read(f"{dbwrite.INFO_DIR}/{stem}.list")
+            if data is not None:
+                owned.update(data.decode("utf-8", errors="replace").splitlines())
+                break
+    return owned
+
+
+def _remove_old_paths(
+    view: MergedView,
+    staging: StagingTree,
+    work: PackageUpdate,
+    owned: set[str],
+    written_paths: set[str],
+    diversions: Mapping[str, tuple[str, str]],
+) -> int:
+    """Whiteout what the old version owned and nothing owns now; return how many paths."""
+    old_paths = _read_old_paths(view, work)
+    work.old_paths = old_paths or []
+    if not old_paths:
+        return 0
+    keep = set(work.list_paths) | set(work.conffile_md5s)
+    if work.old is not None:
+        keep.update(work.old.conffiles)
+    removed = 0
+    directories: list[str] = []
+    for path in old_paths:
+        if path in ("/.", "/") or path in keep or path in owned:
+            continue
+        destination = _destination(view, _divert(path, work.deb.name, diversions))
+        if destination in owned or destination in written_paths:
+            continue
+        node = view.lstat(destination)
+        if node is None:
+            continue
+        if node.type is FileType.DIRECTORY:
+            directories.append(destination)
+            continue
+        staging.add_whiteout(destination)
+        removed += 1
+
+    # dpkg removes a directory it no longer lists only when it is empty; deepest first, so a
+    # parent emptied by its children goes too.
+    for directory in sorted(set(directories), key=lambda p: p.count("/"), reverse=True):
+        if not view.listdir(directory):
+            staging.add_whiteout(directory)
+            removed += 1
+    return removed
+
