@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,6 +15,7 @@ from packageurl import PackageURL
 
 from suture.ecosystems.base import PackageStatus, PlannedPackage
 from suture.patch.vex import VexPlatform, build_openvex, image_purl, package_purl
+from suture.reports import read_report
 
 # No package on PyPI or npm ships the OpenVEX JSON schema, and the tests may not download it.
 # This schema restates the constraints of openvex_json_schema.json (spec v0.2.0, in the
@@ -311,3 +313,25 @@ def test_package_purl_deb_keeps_epoch() -> None:
         package_purl("deb", "debian", "12", "zlib1g", "1:1.2.13.dfsg-1+deb12u1", "amd64")
     )
     assert purl.version == "1:1.2.13.dfsg-1+deb12u1"
+
+
+def test_vex_from_demo_report_lists_its_vulnerabilities() -> None:
+    report_path = Path(__file__).resolve().parents[3] / "examples" / "demo-report.json"
+    if not report_path.exists():
+        pytest.skip(f"demo report not found at {report_path}")
+    report = read_report(report_path)
+    by_package: dict[tuple[str, str], list[str]] = {}
+    targets: dict[tuple[str, str], str] = {}
+    for finding in report.findings:
+        key = (finding.package, finding.architecture)
+        by_package.setdefault(key, []).append(finding.vulnerability_id)
+        targets[key] = finding.fixed_version
+    packages = tuple(
+        _package(name, targets[(name, arch)], tuple(ids), architecture=arch)
+        for (name, arch), ids in by_package.items()
+    )
+    document = _document(_platform(*packages))
+
+    assert _errors(document) == []
+    names = {statement["vulnerability"]["name"] for statement in document["statements"]}
+    assert names == {finding.vulnerability_id for finding in report.findings}
