@@ -90,11 +90,12 @@ def seed_staging(image: Image, staging: Staging) -> bool:
 
     Returns whether `image` had such a layer.
     """
-    descriptor = previous_patch_layer(image)
-    if descriptor is None:
+    index = find_patch_layer(image)
+    if index is None:
         return False
+    descriptor = image.manifest.layers[index]
     with image.blobs.open_blob(descriptor) as stream:
-        staging.load_layer(stream, descriptor.media_type)
+        staging.load_layer(stream, descriptor.media_type, image.config.diff_ids[index])
     logger.debug("seeded staging with previous patch layer %s", descriptor.digest)
     return True
 

@@ -19,20 +19,16 @@ Rules for overlapping entries, chosen so the layer reads the same in every OCI r
 
 from __future__ import annotations
 
-import gzip
-import io
 import itertools
 import logging
 import shutil
-import tarfile
-import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from suture.errors import ImageError, UnsafePathError
+from suture.errors import DigestMismatchError, ImageError, UnsafePathError
 from suture.image.fsview import FileType
-from suture.image.model import OCI_LAYER_ZSTD
+from suture.image.layers import LayerMember, LayerReader
 
 logger = logging.getLogger(__name__)
 
@@ -226,21 +222,21 @@ class Staging:
         """
         self._drop_tree(normalize_path(path))
 
-    def load_layer(self, stream: BinaryIO, media_type: str) -> None:
+    def load_layer(self, stream: BinaryIO, media_type: str, diff_id: str | None = None) -> None:
         """Seed the staging with the entries of a previous patch layer.
 
         Regular files, directories, symlinks, hardlinks, `.wh.` whiteouts and opaque markers
         become the same staged entries. Device nodes and FIFOs raise ImageError because suture
-        never writes them.
+        never writes them. When `diff_id` is given, the uncompressed layer must match it.
         """
-        try:
-            with _open_tar(stream, media_type) as archive:
-                for member in archive:
-                    self._load_member(archive, member)
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
-            raise ImageError(
-                f"previous patch layer ({media_type}) is truncated or corrupt: {error}"
-            ) from error
+        what = f"previous patch layer ({media_type})"
+        reader = LayerReader(stream, media_type, what=what)
+        for member in reader:
+            self._load_member(member, what)
+        if diff_id is not None and reader.diff_id != diff_id:
+            raise DigestMismatchError(
+                f"{what}: uncompressed content has digest {reader.diff_id}, expected {diff_id}"
+            )
 
     # Reading entries
 
@@ -358,32 +354,30 @@ class Staging:
             return
         entry.content.unlink(missing_ok=True)
 
-    def _load_member(self, archive: tarfile.TarFile, member: tarfile.TarInfo) -> None:
-        name = member.name
-        directory, _, base = name.rstrip("/").rpartition("/")
+    def _load_member(self, member: LayerMember, what: str) -> None:
+        directory, _, base = member.path.rpartition("/")
         if base == OPAQUE_MARKER:
-            self._mark_opaque(directory)
+            self._mark_opaque(directory or "/")
             return
         if base.startswith(WHITEOUT_PREFIX):
             self.add_whiteout(f"{directory}/{base[len(WHITEOUT_PREFIX):]}")
             return
 
-        mtime = int(member.mtime)
-        if member.isreg():
-            extracted = archive.extractfile(member)
-            if extracted is None:
-                raise ImageError(f"patch layer entry {name}: no content")
-            self.add_file(name, stream=cast(BinaryIO, extracted), mode=member.mode,
-                          uid=member.uid, gid=member.gid, mtime=mtime)
-        elif member.isdir():
-            self.add_directory(name, member.mode, member.uid, member.gid, mtime)
-        elif member.issym():
-            self.add_symlink(name, member.linkname, member.uid, member.gid, mtime, member.mode)
-        elif member.islnk():
-            self.add_hardlink(name, member.linkname)
+        if member.type is FileType.FILE:
+            if member.fileobj is None:
+                raise ImageError(f"{what}: entry {member.path} has no content")
+            self.add_file(member.path, stream=member.fileobj, mode=member.mode, uid=member.uid,
+                          gid=member.gid, mtime=member.mtime)
+        elif member.type is FileType.DIRECTORY:
+            self.add_directory(member.path, member.mode, member.uid, member.gid, member.mtime)
+        elif member.type is FileType.SYMLINK:
+            self.add_symlink(member.path, member.linkname, member.uid, member.gid, member.mtime,
+                             member.mode)
+        elif member.type is FileType.HARDLINK:
+            self.add_hardlink(member.path, member.linkname)
         else:
             raise ImageError(
-                f"patch layer entry {name}: unsupported type {member.type!r}; suture layers "
+                f"{what}: entry {member.path} has unsupported type {member.type}; suture layers "
                 f"contain only files, directories, links and whiteouts"
             )
 
@@ -404,31 +398,3 @@ def _owner(value: int) -> int:
     if value < 0:
         raise ValueError(f"invalid numeric owner {value}")
     return value
-
-
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-def _open_tar(stream: BinaryIO, media_type: str) -> tarfile.TarFile:
-    """Open a layer stream as a streaming tar reader, decompressing by its leading bytes.
-
-    The leading bytes decide because some registries label gzip layers as plain tar. The media
-    type picks zstd only when the magic bytes are absent, and names the layer in messages.
-    """
-    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(
-        cast(io.RawIOBase, stream))
-    head = buffered.peek(4)[:4]
-    source: BinaryIO
-    if head.startswith(_GZIP_MAGIC):
-        source = cast(BinaryIO, gzip.GzipFile(fileobj=buffered, mode="rb"))
-    elif head.startswith(_ZSTD_MAGIC) or media_type == OCI_LAYER_ZSTD:
-        import zstandard
-
-        source = cast(BinaryIO, zstandard.ZstdDecompressor().stream_reader(buffered))
-    else:
-        source = buffered
-    try:
-        return tarfile.open(fileobj=source, mode="r|")
-    except tarfile.TarError as error:
-        raise ImageError(f"patch layer ({media_type}): not a valid tar stream: {error}") from error

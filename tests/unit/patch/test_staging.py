@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from suture.errors import ImageError, UnsafePathError
+from suture.errors import DigestMismatchError, ImageError, UnsafePathError
 from suture.image.fsview import FileType
-from suture.image.model import OCI_LAYER, OCI_LAYER_GZIP
+from suture.image.model import OCI_LAYER, OCI_LAYER_GZIP, sha256_digest
 from suture.patch.staging import Staging, normalize_path
 
 
@@ -228,5 +228,17 @@ def test_load_layer_rejects_device(staging: Staging) -> None:
 
 def test_load_layer_rejects_truncated(staging: Staging) -> None:
     data = _layer([(_info("a", size=100_000), b"x" * 100_000)], compress=True)
-    with pytest.raises(ImageError, match="truncated or corrupt"):
+    with pytest.raises(ImageError, match="truncated"):
         staging.load_layer(io.BytesIO(data[: len(data) // 2]), OCI_LAYER_GZIP)
+
+
+def test_load_layer_checks_diff_id(staging: Staging) -> None:
+    data = _layer([(_info("a", size=1), b"x")], compress=True)
+    with pytest.raises(DigestMismatchError, match="expected sha256:"):
+        staging.load_layer(io.BytesIO(data), OCI_LAYER_GZIP, "sha256:" + "0" * 64)
+
+
+def test_load_layer_accepts_matching_diff_id(staging: Staging) -> None:
+    data = _layer([(_info("a", size=1), b"x")], compress=False)
+    staging.load_layer(io.BytesIO(data), OCI_LAYER, sha256_digest(data))
+    assert staging.read("/a") == b"x"
