@@ -1,8 +1,9 @@
 """Version ordering used to choose one fixed version when a report lists several.
 
 Debian versions follow deb-version(7) through python-debian. RPM versions follow rpm's
-`rpmvercmp` rules (epoch, then version, then release; alternating digit and letter segments,
-a `~` segment sorts before everything, a `^` segment after the base version).
+`rpmvercmp` rules: epoch first, then version, then release, each split into alternating digit
+and letter segments. A `~` segment sorts before everything, and a `^` segment sorts after the
+base version but before any other added segment.
 """
 
 from __future__ import annotations

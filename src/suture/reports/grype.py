@@ -7,8 +7,8 @@ names the OS and `source.target` the image (`userInput`, `repoDigests`, `manifes
 `architecture`). Grype 0.7-era reports have no `fix` object; their fixed version is the
 string `vulnerability.fixedInVersion`.
 
-Only a fix state of "fixed" with at least one version counts as a fix; "not-fixed",
-"wont-fix", "unknown" and "" are findings with no fix available.
+Only a fix state of "fixed" with at least one version counts as a fix. The states
+"not-fixed", "wont-fix", "unknown" and "" give findings with no fix available.
 """
 
 from __future__ import annotations
