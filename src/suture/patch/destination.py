@@ -1,0 +1,197 @@
+"""Where a patched image goes when the user names no explicit destination.
+
+The rules, decided before any work is done:
+- `oci:DIR[:TAG]` gets the new tag in the same layout.
+- `docker-daemon:REF` is loaded back into the daemon under the new tag.
+- `oci-archive:FILE` and `docker-archive:FILE` get a new archive file next to the source, named
+  after the new tag (`<tag>.tar`).
+- A registry image is pushed to the same repository with `--push`; otherwise it is loaded into a
+  reachable Docker daemon (as copa does); otherwise the command fails, asking for `--push` or
+  `--dest`.
+
+The new tag is `-t` when given, else `<source tag>-<suffix>`. A `-t` value without `:` or `/` is
+a tag on the source repository; with them it is a full reference. A digest-only source has no
+tag to derive one from, so it needs `-t`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from suture.errors import UsageError
+from suture.image.reference import Reference
+from suture.image.transports import Location, parse_location
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TAG_SUFFIX = "patched"
+DEFAULT_LOCAL_TAG = "latest"
+_DAEMON_PROBE_SECONDS = 10.0
+
+
+def is_full_reference(tag: str) -> bool:
+    """Whether a `-t` value names a full reference rather than a tag."""
+    return ":" in tag or "/" in tag
+
+
+def source_tag(source: Location) -> str | None:
+    """Return the tag of the source image, or None when it is named only by digest."""
+    if source.transport in ("oci", "oci-archive"):
+        return source.tag or DEFAULT_LOCAL_TAG
+    if source.transport == "docker-archive":
+        if not source.tag:
+            return DEFAULT_LOCAL_TAG
+        return Reference.parse(source.tag).tag or DEFAULT_LOCAL_TAG
+    if source.reference is None:
+        return None
+    return source.reference.tag
+
+
+def new_tag(source: Location, tag: str | None, suffix: str) -> str:
+    """Return the tag (or full reference, when `tag` is one) the patched image gets."""
+    if tag:
+        _check_tag(tag)
+        return tag
+    if not suffix:
+        raise UsageError("invalid --tag-suffix '': pass a non-empty suffix or -t/--tag")
+    base = source_tag(source)
+    if base is None:
+        raise UsageError(
+            f"image {source} is named by digest only: pass -t/--tag to name the patched image"
+        )
+    result = f"{base}-{suffix}"
+    _check_tag(result)
+    return result
+
+
+def _check_tag(tag: str) -> None:
+    if is_full_reference(tag):
+        Reference.parse(tag)
+        return
+    # Tag grammar from the distribution reference spec: [\w][\w.-]{0,127}.
+    if not tag or len(tag) > 128 or not (tag[0].isalnum() or tag[0] == "_") or not all(
+        c.isalnum() or c in "_.-" for c in tag
+    ):
+        raise UsageError(f"invalid tag {tag!r}: use letters, digits, '_', '.' and '-' only")
+
+
+def _target_reference(source: Location, tag: str) -> Reference:
+    if is_full_reference(tag):
+        return Reference.parse(tag)
+    if source.reference is None:
+        raise UsageError(f"image {source} has no repository to tag: pass a full reference to -t")
+    return Reference.parse(f"{source.reference.registry}/{source.reference.repository}:{tag}")
+
+
+def _plain_tag(tag: str) -> str:
+    """Return the tag part of a `-t` value for local layouts, which hold tags, not references."""
+    if not is_full_reference(tag):
+        return tag
+    parsed = Reference.parse(tag)
+    return parsed.tag or DEFAULT_LOCAL_TAG
+
+
+def daemon_reachable() -> bool:
+    """Return whether a Docker daemon answers through the docker CLI (honouring DOCKER_HOST)."""
+    docker = shutil.which("docker")
+    if docker is None:
+        return False
+    try:
+        completed = subprocess.run(
+            [docker, "version", "--format", "{{.Server.Version}}"],
+            capture_output=True,
+            timeout=_DAEMON_PROBE_SECONDS,
+            env=os.environ.copy(),
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        log.debug("docker daemon probe failed: %s", error)
+        return False
+    return completed.returncode == 0 and bool(completed.stdout.strip())
+
+
+def resolve_destination(
+    source: Location,
+    *,
+    tag: str | None = None,
+    tag_suffix: str = DEFAULT_TAG_SUFFIX,
+    push: bool = False,
+    dest: str | None = None,
+    daemon_available: Callable[[], bool] = daemon_reachable,
+) -> Location:
+    """Return where the patched image is written, or raise UsageError before any work.
+
+    `dest` (any transport) overrides the defaults; an `oci:` or `oci-archive:` destination
+    without a tag gets the new tag.
+    """
+    if push and source.transport != "docker" and dest is None:
+        raise UsageError(
+            f"--push needs a registry image, but {source} is a local {source.transport} image: "
+            "pass --dest docker://REF to push it"
+        )
+    if dest is not None:
+        return _explicit_destination(source, dest, tag, tag_suffix)
+
+    target = new_tag(source, tag, tag_suffix)
+    if source.transport == "oci":
+        return replace(source, tag=_plain_tag(target))
+    if source.transport in ("oci-archive", "docker-archive"):
+        return _archive_destination(source, target)
+    if source.transport == "docker-daemon":
+        return replace(source, reference=_target_reference(source, target))
+
+    reference = _target_reference(source, target)
+    if push:
+        return replace(source, reference=reference)
+    if daemon_available():
+        return parse_location(f"docker-daemon:{reference}")
+    raise UsageError(
+        f"no destination for registry image {source}: pass --push to push {reference}, "
+        "or --dest to write it elsewhere (no Docker daemon answers to load it into)"
+    )
+
+
+def _explicit_destination(
+    source: Location, dest: str, tag: str | None, tag_suffix: str
+) -> Location:
+    location = parse_location(dest)
+    if location.transport in ("oci", "oci-archive") and not location.tag:
+        return replace(location, tag=_plain_tag(new_tag(source, tag, tag_suffix)))
+    if location.transport == "docker-archive" and not location.tag and source.reference:
+        reference = _target_reference(source, new_tag(source, tag, tag_suffix))
+        return replace(location, tag=str(reference))
+    named = location.reference
+    if (
+        location.transport in ("docker", "docker-daemon")
+        and named is not None
+        and named.tag is None
+        and named.digest is None
+    ):
+        raise UsageError(f"invalid --dest {dest!r}: name a tag, as in {dest}:patched")
+    return location
+
+
+def _archive_destination(source: Location, target: str) -> Location:
+    assert source.path is not None
+    plain = _plain_tag(target)
+    path = Path(source.path).parent / f"{plain}.tar"
+    if path.resolve() == Path(source.path).resolve():
+        raise UsageError(
+            f"the patched archive would overwrite the source {source.path}: pass --dest"
+        )
+    if source.transport == "oci-archive":
+        return replace(source, path=path, tag=plain)
+    if is_full_reference(target):
+        reference = target
+    elif source.tag and is_full_reference(source.tag):
+        base = Reference.parse(source.tag)
+        reference = f"{base.registry}/{base.repository}:{target}"
+    else:
+        reference = target
+    return replace(source, path=path, tag=reference)

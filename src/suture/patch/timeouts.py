@@ -1,0 +1,100 @@
+"""Durations on the command line and the whole-command deadline.
+
+A duration is a number of seconds with an optional unit: `90`, `300s`, `5m`, `1h`, `1.5m`.
+The deadline runs the command's work in a worker thread; when it passes, the caller gets
+CommandTimeoutError while the worker's next `check()` stops it at a stage boundary. Network
+calls have their own timeouts, so a worker never blocks for long after the deadline.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from suture.errors import CommandTimeoutError, UsageError
+
+T = TypeVar("T")
+
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
+
+
+def parse_duration(text: str) -> float:
+    """Parse `300s`, `5m`, `1h` or plain seconds into seconds (a positive float)."""
+    match = _DURATION.match(text.lower())
+    if match is None:
+        raise UsageError(f"invalid duration {text!r}: expected seconds or a number with s, m or h")
+    seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    if seconds <= 0:
+        raise UsageError(f"invalid duration {text!r}: must be greater than zero")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """Format seconds the way `--timeout` accepts them (`300s`, `1.5s`)."""
+    return f"{seconds:g}s"
+
+
+class Deadline:
+    """A point in time after which the command must stop; shared by every worker thread."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._expires = time.monotonic() + seconds
+        self._cancelled = threading.Event()
+
+    def remaining(self) -> float:
+        return max(0.0, self._expires - time.monotonic())
+
+    def cancel(self) -> None:
+        """Mark the command as stopped (deadline passed or Ctrl-C)."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def check(self) -> None:
+        """Raise CommandTimeoutError when the deadline passed or the command was cancelled."""
+        if self._cancelled.is_set() or self.remaining() <= 0:
+            self._cancelled.set()
+            raise CommandTimeoutError(
+                f"command timed out after {format_duration(self.seconds)}; "
+                "raise --timeout or check the network"
+            )
+
+
+def run_with_deadline(work: Callable[[], T], deadline: Deadline) -> T:
+    """Run `work` in a daemon thread and return its result, or raise at the deadline.
+
+    The thread is a daemon so that the process can exit at the deadline without waiting for a
+    stuck network call. On Ctrl-C (KeyboardInterrupt in this thread) the deadline is cancelled,
+    so the worker stops at its next check, and the interrupt is re-raised.
+    """
+    outcome: dict[str, object] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome["result"] = work()
+        except BaseException as error:  # re-raised in the caller's thread below
+            outcome["error"] = error
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=target, name="suture-command", daemon=True)
+    worker.start()
+    try:
+        finished = done.wait(deadline.remaining())
+    except KeyboardInterrupt:
+        deadline.cancel()
+        raise
+    if not finished:
+        deadline.cancel()
+        deadline.check()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["result"]  # type: ignore[return-value]
