@@ -156,8 +156,12 @@ class DebFile:
                         seen.add(member.path)
                         if member.type is FileType.SYMLINK:
                             symlinks.add(member.path)
-                        fileobj = archive.extractfile(info) if info.isreg() else None
-                        yield member, fileobj
+                        extracted = archive.extractfile(info) if info.isreg() else None
+                        if extracted is None:
+                            yield member, None
+                        else:
+                            guarded = _GuardedReader(extracted, self.path, member_name, info.name)
+                            yield member, cast(IO[bytes], guarded)
             except PackageError:
                 raise
             except _DECOMPRESSION_ERRORS as error:
@@ -369,6 +373,34 @@ class _BoundedReader(io.RawIOBase):
             return 0
         self._remaining -= count
         return int(count)
+
+
+class _GuardedReader(io.RawIOBase):
+    """A member's file object whose read errors become PackageError naming the member.
+
+    The caller reads member contents outside `iter_data`, so a truncated or corrupt payload
+    surfaces here rather than in the generator.
+    """
+
+    def __init__(self, stream: IO[bytes], deb: Path, archive: str, name: str) -> None:
+        self._stream = stream
+        self._where = f"{deb}: {archive} member {name!r}"
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        try:
+            return self._stream.read(-1 if size is None else size)
+        except _DECOMPRESSION_ERRORS as error:
+            raise PackageError(
+                f"{self._where} is truncated or corrupt ({error}); download the package again"
+            ) from error
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 class _LimitedReader(io.RawIOBase):
