@@ -10,12 +10,16 @@ Re-patching an image suture already patched works like this:
    patch included, so the engine sees the image as it runs today;
 2. it seeds a new Staging with the previous patch layer (`seed_staging`, which uses
    `Staging.load_layer`), so files the previous patch changed stay changed;
-3. the engine applies the new updates into that staging; a path the previous patch added and the
-   new version no longer has is removed from the staging (`FileEntry.layer` tells the engine
-   which layer an entry came from);
+3. the engine applies the new updates into that staging. A file the previous patch added and
+   the new version no longer has becomes a whiteout, which deletes nothing in the original
+   layers;
 4. `build_layer` writes one layer with the previous patch plus the new updates, and
    `append_patch_layer` drops the previous patch layer and appends the new one, so the image
    still carries exactly one suture layer on top of unchanged original layers.
+
+NOTE: such a redundant whiteout (only when one package is updated by both patches and its newer
+version drops a file the first patch added) makes the re-patch layer differ from a single patch
+of the original, because the merged view cannot tell whether an original layer had the path.
 """
 
 from __future__ import annotations

@@ -1,0 +1,99 @@
+"""Patch layers on a real Debian image, checked by unpacking the result with umoci."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from suture.image.layout import read_layout, write_layout
+from suture.image.merged import MergedFileSystem
+from suture.image.model import Image
+from suture.patch.build import (
+    append_patch_layer,
+    base_digest_of,
+    build_layer,
+    find_patch_layer,
+    seed_staging,
+)
+from suture.patch.staging import Staging
+from tests.conftest import Images
+from tests.harness.unpack import unpack_layout
+
+pytestmark = pytest.mark.integration
+
+EPOCH = 1_700_000_000
+
+
+def _read(layout: Path, tag: str = "latest") -> Image:
+    artifact = read_layout(layout, tag)
+    assert isinstance(artifact, Image)
+    return artifact
+
+
+def _patch(image: Image, work: Path, files: dict[str, bytes],
+           whiteouts: tuple[str, ...] = ()) -> Image:
+    view = MergedFileSystem.from_image(image)
+    staging = Staging(work / "staging")
+    seed_staging(image, staging)
+    for path, data in files.items():
+        staging.add_file(path, data=data, mode=0o640, uid=0, gid=42, mtime=EPOCH)
+    for path in whiteouts:
+        staging.add_whiteout(path)
+    layer = build_layer(staging, view, source_date_epoch=EPOCH, output_dir=work / "blobs")
+    return append_patch_layer(image, layer, packages=[f"test {len(files)} -> {len(files) + 1}"])
+
+
+def test_patch_layer_applies_with_umoci(images: Images, tmp_path: Path) -> None:
+    original = _read(images.layout("debian-bookworm"))
+    view = MergedFileSystem.from_image(original)
+    motd = view.lstat("/etc/motd")
+    assert motd is not None, "fixture image is expected to ship /etc/motd"
+
+    patched = _patch(original, tmp_path, {"/usr/share/doc/suture-test/note": b"patched\n"},
+                     whiteouts=("/etc/motd",))
+    write_layout(tmp_path / "out", patched, "patched")
+    root = unpack_layout(tmp_path / "out", "patched", tmp_path / "rootfs")
+
+    note = root / "usr/share/doc/suture-test/note"
+    assert note.read_bytes() == b"patched\n"
+    assert stat.S_IMODE(note.lstat().st_mode) == 0o640
+    assert not (root / "etc/motd").exists()
+    assert (root / "lib").is_symlink()
+    assert os.readlink(root / "lib") == "usr/lib"
+    share = view.lstat("/usr/share")
+    assert share is not None
+    assert stat.S_IMODE((root / "usr/share").stat().st_mode) == share.mode
+    assert (root / "etc/os-release").exists()
+
+
+def test_repatch_real_image_keeps_one_layer(images: Images, tmp_path: Path) -> None:
+    original = _read(images.layout("debian-bookworm"))
+
+    once = _patch(original, tmp_path / "a", {"/opt/one": b"1"})
+    write_layout(tmp_path / "once", once, "latest")
+    reread = _read(tmp_path / "once")
+    twice = _patch(reread, tmp_path / "b", {"/opt/two": b"2"})
+    write_layout(tmp_path / "twice", twice, "latest")
+
+    assert len(twice.manifest.layers) == len(original.manifest.layers) + 1
+    assert twice.manifest.layers[:-1] == original.manifest.layers
+    assert find_patch_layer(twice) == len(original.manifest.layers)
+    assert base_digest_of(twice) == original.digest
+    root = unpack_layout(tmp_path / "twice", "latest", tmp_path / "rootfs")
+    assert (root / "opt/one").read_bytes() == b"1"
+    assert (root / "opt/two").read_bytes() == b"2"
+
+    single = _patch(original, tmp_path / "c", {"/opt/one": b"1", "/opt/two": b"2"})
+    assert twice.config.diff_ids[-1] == single.config.diff_ids[-1]
+
+
+def test_same_inputs_same_manifest_digest(images: Images, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", str(EPOCH))
+    original = _read(images.layout("debian-bookworm"))
+    first = _patch(original, tmp_path / "a", {"/etc/suture": b"x"})
+    second = _patch(original, tmp_path / "b", {"/etc/suture": b"x"})
+    assert first.digest == second.digest
