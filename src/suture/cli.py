@@ -261,7 +261,7 @@ def _fail(error: SutureError, verbose: int) -> NoReturn:
 
 def _exit(code: int) -> NoReturn:
     # Worker threads stuck in a network call after a timeout or Ctrl-C must not keep the
-    # process alive; every output is written by rename, so stopping here leaves no partial file.
+    # process alive. Every output is written by rename, so stopping here leaves no partial file.
     sys.stdout.flush()
     sys.stderr.flush()
     if any(t.is_alive() and not t.daemon for t in threading.enumerate()

@@ -1,8 +1,8 @@
 """Logging and progress output on stderr, rendered with rich.
 
-stdout is left for machine output (the plan of `--dry-run`); everything for people goes to
-stderr. With `--progress auto`, progress bars are drawn only when stderr is a terminal; `plain`
-prints one line when a transfer starts and one when it ends; `none` prints nothing.
+stdout is left for machine output (the plan of `--dry-run`), and everything for people goes
+to stderr. With `--progress auto`, progress bars are drawn only when stderr is a terminal.
+`plain` prints one line when a transfer starts and one when it ends, and `none` prints nothing.
 """
 
 from __future__ import annotations

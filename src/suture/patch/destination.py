@@ -5,9 +5,9 @@ The rules, decided before any work is done:
 - `docker-daemon:REF` is loaded back into the daemon under the new tag.
 - `oci-archive:FILE` and `docker-archive:FILE` get a new archive file next to the source, named
   after the new tag (`<tag>.tar`).
-- A registry image is pushed to the same repository with `--push`; otherwise it is loaded into a
-  reachable Docker daemon (as copa does); otherwise the command fails, asking for `--push` or
-  `--dest`.
+- A registry image is pushed to the same repository with `--push`. Without it, the image is
+  loaded into a reachable Docker daemon (as copa does), and with no daemon the command fails,
+  asking for `--push` or `--dest`.
 
 The new tag is `-t` when given, else `<source tag>-<suffix>`. A `-t` value without `:` or `/` is
 a tag on the source repository; with them it is a full reference. A digest-only source has no
@@ -36,7 +36,7 @@ _DAEMON_PROBE_SECONDS = 10.0
 
 
 def is_full_reference(tag: str) -> bool:
-    """Whether a `-t` value names a full reference rather than a tag."""
+    """Return whether a `-t` value names a full reference rather than a tag."""
     return ":" in tag or "/" in tag
 
 
@@ -98,7 +98,7 @@ def _plain_tag(tag: str) -> str:
 
 
 def daemon_reachable() -> bool:
-    """Return whether a Docker daemon answers through the docker CLI (honouring DOCKER_HOST)."""
+    """Return whether a Docker daemon responds through the docker CLI (honouring DOCKER_HOST)."""
     docker = shutil.which("docker")
     if docker is None:
         return False

@@ -1,4 +1,4 @@
-"""What a patch run did, per platform and in total, and the plan text people read.
+"""The outcome of a patch run, per platform and in total, and the plan text people read.
 
 `PatchOutcome` is what `run_patch` returns. The command line prints each platform's plan
 (stdout for `--dry-run`, stderr otherwise) and the summary table, and writes the `--summary`

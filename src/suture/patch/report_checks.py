@@ -1,6 +1,6 @@
 """Matching scanner reports to an image's platforms, and checking that they fit the image.
 
-A report directory holds one report per platform, matched by the architecture each report
+A report directory contains one report per platform, matched by the architecture each report
 names. A report that contradicts the image (another distribution, release or architecture) is
 an error, because planning from it would patch the wrong packages. An installed version in the
 report that differs from the image's database is only a warning: the image is what gets patched.
@@ -140,7 +140,7 @@ def no_fix_entries(report: Report) -> list[PlannedPackage]:
 
 
 def plan_failures(plan: Plan) -> list[str]:
-    """Return one line for each package a finding asks to fix that cannot be updated."""
+    """Return one line for each package that a finding requests a fix for and cannot be updated."""
     failures = []
     for package in plan.packages:
         if package.status is PackageStatus.FAILED or (

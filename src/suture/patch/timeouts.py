@@ -1,8 +1,8 @@
 """Durations on the command line and the whole-command deadline.
 
 A duration is a number of seconds with an optional unit: `90`, `300s`, `5m`, `1h`, `1.5m`.
-The deadline runs the command's work in a worker thread; when it passes, the caller gets
-CommandTimeoutError while the worker's next `check()` stops it at a stage boundary. Network
+The deadline runs the command's work in a worker thread. When it passes, the caller gets
+CommandTimeoutError, and the worker's next `check()` stops it at a stage boundary. Network
 calls have their own timeouts, so a worker never blocks for long after the deadline.
 """
 
