@@ -186,9 +186,10 @@ def materialise(staging: Staging, root: Path) -> None:
                 continue
             else:
                 host.write_bytes(staging.read(entry.path))
+        # chown clears setuid and setgid bits, so the mode is set after it.
+        os.lchown(host, entry.uid, entry.gid)
         if entry.type is not FileType.SYMLINK:
             os.chmod(host, entry.mode)
-        os.lchown(host, entry.uid, entry.gid)
 
 
 def _remove(host: Path) -> None:

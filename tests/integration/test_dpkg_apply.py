@@ -1,0 +1,199 @@
+"""The unpack engine against real apt: the same upgrade done both ways must give the same files.
+
+The fixture image is upgraded twice from the same .deb files: once by `apt-get upgrade` in a
+chroot (which runs dpkg and every maintainer script), once by suture's engine into a staging
+tree that is then applied like a layer. Every path the updated packages own must match in type,
+content, mode, owner and symlink target, and their status stanzas must match field for field.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from suture.ecosystems.base import PackageStatus, PlannedPackage
+from suture.ecosystems.dpkg.database import read_database, split_stanzas
+from suture.ecosystems.dpkg.dbwrite import parse_fields
+from suture.ecosystems.dpkg.debfile import DebFile
+from suture.ecosystems.dpkg.unpack import ApplyResult, apply_updates
+from suture.patch.staging import Staging
+from tests.conftest import Images
+from tests.harness.oracle import AptOracle, Upgrade, chroot_mounts
+
+pytestmark = pytest.mark.integration
+
+_CHROOT_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LC_ALL": "C",
+    "DEBIAN_FRONTEND": "noninteractive",
+    "HOME": "/root",
+}
+
+
+@dataclass(frozen=True)
+class Upgraded:
+    base: Path
+    by_apt: Path
+    by_suture: Path
+    upgrades: tuple[Upgrade, ...]
+    debs: dict[str, Path]
+    result: ApplyResult
+
+
+def _chroot(root: Path, *command: str) -> None:
+    with chroot_mounts(root):
+        subprocess.run(["chroot", str(root), *command], env=_CHROOT_ENV, check=True,
+                       capture_output=True, text=True, timeout=900)
+
+
+def _copy_tree(source: Path, dest: Path) -> Path:
+    subprocess.run(["cp", "-a", str(source), str(dest)], check=True)
+    return dest
+
+
+def _materialise(staging: Staging, root: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "dpkg_apply"))
+    from applykit import materialise
+
+    materialise(staging, root)
+
+
+@pytest.fixture(scope="module")
+def bookworm(images: Images, tmp_path_factory: pytest.TempPathFactory) -> Upgraded:
+    work = tmp_path_factory.mktemp("dpkg-apply")
+    base = images.fresh_rootfs("debian-bookworm", work / "base")
+    upgrades = tuple(AptOracle(base).pending_upgrades())
+    assert upgrades, "the fixture image has no pending upgrades, so nothing would be tested"
+
+    # apt downloads the exact candidate versions; the same files feed both installs.
+    by_apt = _copy_tree(base, work / "by-apt")
+    _chroot(by_apt, "apt-get", "-y", "-q", "--download-only", "upgrade")
+    archives = by_apt / "var/cache/apt/archives"
+    debs_dir = work / "debs"
+    debs_dir.mkdir()
+    debs: dict[str, Path] = {}
+    for deb_path in sorted(archives.glob("*.deb")):
+        copied = Path(shutil.copy2(deb_path, debs_dir))
+        debs[DebFile(copied).name] = copied
+    _chroot(by_apt, "apt-get", "-y", "-q", "-o", "Dpkg::Options::=--force-confold", "upgrade")
+
+    by_suture = _copy_tree(base, work / "by-suture")
+    view = _directory_view(base)
+    planned = [
+        (PlannedPackage(u.name, u.architecture, u.installed, "", u.candidate,
+                        PackageStatus.UPDATE), debs[u.name])
+        for u in upgrades
+    ]
+    staging = Staging(work / "staging")
+    result = apply_updates(view, read_database(view), planned, staging)
+    _materialise(staging, by_suture)
+    return Upgraded(base, by_apt, by_suture, upgrades, debs, result)
+
+
+def _directory_view(root: Path) -> object:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "dpkg_apply"))
+    from applykit import DirectoryView
+
+    return DirectoryView(root)
+
+
+def _describe(root: Path, path: str) -> tuple[object, ...] | None:
+    host = root / path.lstrip("/")
+    # Parents are resolved inside the root: /bin/x is /usr/bin/x in a merged-/usr image.
+    parent = Path(os.path.realpath(host.parent))
+    if not str(parent).startswith(str(root)):
+        return ("outside",)
+    host = parent / host.name
+    try:
+        info = os.lstat(host)
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(info.st_mode):
+        return ("symlink", info.st_uid, info.st_gid, os.readlink(host))
+    if stat.S_ISDIR(info.st_mode):
+        return ("dir", stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid)
+    return ("file", stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid, host.read_bytes())
+
+
+def _owned_paths(root: Path, names: list[str]) -> list[str]:
+    info = root / "var/lib/dpkg/info"
+    paths: list[str] = []
+    for name in names:
+        lists = list(info.glob(f"{name}.list")) + list(info.glob(f"{name}:*.list"))
+        for listing in lists:
+            paths.extend(line for line in listing.read_text().splitlines() if line != "/.")
+    return paths
+
+
+def _stanzas(root: Path) -> dict[str, str]:
+    text = (root / "var/lib/dpkg/status").read_text()
+    result = {}
+    for stanza in split_stanzas(text):
+        fields = dict(parse_fields(stanza))
+        result[f"{fields['Package']}:{fields.get('Architecture', '')}"] = stanza
+    return result
+
+
+# apt itself hands its download directory to the _apt user while fetching the packages for the
+# reference upgrade; no package payload is involved.
+_APT_RUNTIME_PATHS = frozenset({"/var/cache/apt/archives/partial"})
+
+
+def test_bookworm_owned_files_match_apt(bookworm: Upgraded) -> None:
+    names = [u.name for u in bookworm.upgrades]
+    differing = []
+    for path in sorted(set(_owned_paths(bookworm.by_apt, names)) - _APT_RUNTIME_PATHS):
+        if _describe(bookworm.by_suture, path) != _describe(bookworm.by_apt, path):
+            differing.append(path)
+    assert differing == []
+
+
+def test_bookworm_file_lists_match_apt(bookworm: Upgraded) -> None:
+    names = [u.name for u in bookworm.upgrades]
+    assert _owned_paths(bookworm.by_suture, names) == _owned_paths(bookworm.by_apt, names)
+
+
+def test_bookworm_status_stanzas_match_apt(bookworm: Upgraded) -> None:
+    ours = _stanzas(bookworm.by_suture)
+    theirs = _stanzas(bookworm.by_apt)
+    updated = {f"{u.name}:{DebFile(bookworm.debs[u.name]).architecture}"
+               for u in bookworm.upgrades}
+    assert sorted(ours) == sorted(theirs)
+    differing = [key for key in sorted(updated) if ours[key] != theirs[key]]
+    assert differing == []
+
+
+def test_bookworm_other_stanzas_unchanged(bookworm: Upgraded) -> None:
+    before = _stanzas(bookworm.base)
+    after = _stanzas(bookworm.by_suture)
+    updated = {u.name for u in bookworm.upgrades}
+    unchanged = [key for key in before if key.split(":")[0] not in updated]
+    assert [key for key in unchanged if before[key] != after[key]] == []
+
+
+def test_bookworm_no_pending_upgrades(bookworm: Upgraded) -> None:
+    assert AptOracle(bookworm.by_suture).pending_upgrades() == []
+
+
+def test_bookworm_audit_clean(bookworm: Upgraded) -> None:
+    assert AptOracle(bookworm.by_suture).audit() == []
+
+
+def test_bookworm_verify_clean(bookworm: Upgraded) -> None:
+    names = [u.name for u in bookworm.upgrades]
+    assert AptOracle(bookworm.by_suture).verify(names) == []
+
+
+def test_bookworm_result_lists_every_update(bookworm: Upgraded) -> None:
+    assert sorted(p.name for p in bookworm.result.packages) == sorted(
+        u.name for u in bookworm.upgrades)
