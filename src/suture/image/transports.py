@@ -1,26 +1,32 @@
 """Image locations (`docker://`, `oci:`, `oci-archive:`, `docker-archive:`, `docker-daemon:`)
 and the functions that read and write an image or index at any of them.
 
-Location syntax follows containers-transports(5) as skopeo uses it: the path of `oci:`,
-`oci-archive:` and `docker-archive:` ends at the first ':' and the rest is the tag (or, for
-`docker-archive:`, an image reference); text without a known transport prefix is a registry
-reference, as if it began with `docker://`.
+Location syntax follows containers-transports(5) as skopeo uses it. The path of `oci:`,
+`oci-archive:` and `docker-archive:` ends at the first ':', and the rest is the tag, or an image
+reference for `docker-archive:`. Text without a known transport prefix is a registry reference,
+as if it began with `docker://`.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
 
 from suture.errors import TransportError, UsageError
+from suture.image.archive import (
+    read_docker_archive,
+    read_oci_archive,
+    write_docker_archive,
+    write_oci_archive,
+)
 from suture.image.cache import BlobCache
+from suture.image.daemon import read_daemon, write_daemon
+from suture.image.layout import read_layout, write_layout
 from suture.image.model import Artifact, Image
 from suture.image.reference import Reference, validate_tag
+from suture.image.registry.artifacts import read_registry, write_registry
 from suture.image.registry.client import ProgressHook, RegistryClient, RegistrySettings
 from suture.image.registry.credentials import CredentialSources
 from suture.image.registry.retry import RetryPolicy
@@ -43,7 +49,7 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Location:
-    """Where an image lives: a transport and its path, tag or reference."""
+    """An image location: a transport and its path, tag or reference."""
 
     transport: str
     path: Path | None = None
@@ -144,23 +150,17 @@ def read_artifact(location: Location, options: TransportOptions | None = None) -
     options = options or TransportOptions()
     logger.debug("reading %s", location)
     if location.transport == "docker":
-        from suture.image.registry.artifacts import read_registry
-
         reference = _reference(location)
         return read_registry(registry_client(reference.registry, options), reference,
                              options.cache)
     if location.transport == "oci":
-        read_layout = _transport_function("layout", "read_layout")
-        return cast(Artifact, read_layout(_path(location), location.tag))
+        return read_layout(_path(location), location.tag)
     if location.transport == "oci-archive":
-        read_oci_archive = _transport_function("archive", "read_oci_archive")
-        return cast(Artifact, read_oci_archive(_path(location), location.tag))
+        return read_oci_archive(_path(location), location.tag)
     if location.transport == "docker-archive":
-        read_docker_archive = _transport_function("archive", "read_docker_archive")
-        return cast(Artifact, read_docker_archive(_path(location), location.tag))
+        return read_docker_archive(_path(location), location.tag)
     if location.transport == "docker-daemon":
-        read_daemon = _transport_function("daemon", "read_daemon")
-        return cast(Artifact, read_daemon(str(_reference(location))))
+        return read_daemon(str(_reference(location)))
     raise TransportError(f"unknown transport {location.transport!r}; use one of "
                          + ", ".join(TRANSPORTS))
 
@@ -172,28 +172,29 @@ def write_artifact(
     options = options or TransportOptions()
     logger.debug("writing %s to %s", artifact.digest, location)
     if location.transport == "docker":
-        from suture.image.registry.artifacts import write_registry
-
         reference = _reference(location)
         return write_registry(registry_client(reference.registry, options), reference, artifact)
     if location.transport == "oci":
-        write_layout = _transport_function("layout", "write_layout")
-        write_layout(_path(location), artifact, location.tag)
-        return artifact.digest
+        return write_layout(_path(location), artifact, location.tag)
     if location.transport == "oci-archive":
-        write_oci_archive = _transport_function("archive", "write_oci_archive")
-        write_oci_archive(_path(location), artifact, location.tag)
-        return artifact.digest
+        return write_oci_archive(_path(location), artifact, location.tag)
+
+    # Docker archives and the daemon keep no manifest, so the digest returned for them is that
+    # of the manifest suture would push for this image.
     if location.transport == "docker-archive":
-        write_docker_archive = _transport_function("archive", "write_docker_archive")
         image = _single_image(artifact, location)
         tags = [location.tag] if location.tag and not location.tag.startswith("@") else []
         write_docker_archive(_path(location), image, tags)
         return image.digest
     if location.transport == "docker-daemon":
-        write_daemon = _transport_function("daemon", "write_daemon")
         image = _single_image(artifact, location)
-        write_daemon(image, [_reference(location).familiar])
+        reference = _reference(location)
+        if reference.digest is not None:
+            raise TransportError(
+                f"cannot load into the Docker daemon as {reference}: the daemon names images "
+                "by tag; remove the digest"
+            )
+        write_daemon(image, [reference.with_tag(reference.tag or "latest").familiar])
         return image.digest
     raise TransportError(f"unknown transport {location.transport!r}; use one of "
                          + ", ".join(TRANSPORTS))
@@ -204,18 +205,6 @@ def copy_artifact(
 ) -> str:
     """Copy an image or index between two locations unchanged; return the written digest."""
     return write_artifact(destination, read_artifact(source, options), options)
-
-
-def _transport_function(module: str, name: str) -> Callable[..., Any]:
-    # TODO: import layout, archive and daemon directly once those modules are in the tree; the
-    # lookup by name keeps this module importable and type-checked until then.
-    try:
-        function = getattr(importlib.import_module(f"suture.image.{module}"), name)
-    except (ImportError, AttributeError) as error:
-        raise TransportError(
-            f"the {module} transport is not available in this build ({error})"
-        ) from error
-    return cast(Callable[..., Any], function)
 
 
 def _reference(location: Location) -> Reference:
@@ -234,6 +223,6 @@ def _single_image(artifact: Artifact, location: Location) -> Image:
     if isinstance(artifact, Image):
         return artifact
     raise TransportError(
-        f"{location} holds one platform's image, but {artifact.digest} is a multi-platform "
-        "index; select a platform first"
+        f"{location} stores a single-platform image, but {artifact.digest} is a "
+        "multi-platform index; select a platform first"
     )

@@ -1,8 +1,8 @@
 """Read an image or index from a registry repository, and push one to a repository.
 
 Push order keeps a repository consistent at every step, so an interrupted push leaves no tag
-pointing at missing content: the blobs of a manifest go first, then the manifest; the children
-of an index go first (by digest), then the index; the tag is the last request of all.
+pointing at missing content. The blobs of a manifest go first, then the manifest. The children of
+an index go first (by digest), then the index. The tag is the last request of all.
 """
 
 from __future__ import annotations
@@ -15,23 +15,19 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from suture.errors import ImageError, RegistryError
 from suture.image.cache import BlobCache
+from suture.image.layout import assemble_artifact
 from suture.image.model import (
-    DOCKER_CONFIG,
     INDEX_TYPES,
     MANIFEST_TYPES,
-    OCI_CONFIG,
     Artifact,
     BlobStore,
     Descriptor,
     Image,
-    ImageConfig,
     ImageIndex,
-    Index,
-    Manifest,
     RawManifest,
     verify_digest,
 )
@@ -39,31 +35,43 @@ from suture.image.reference import Reference
 from suture.image.registry.blobs import RegistryBlobStore
 from suture.image.registry.client import RegistryClient
 from suture.image.registry.upload import upload_blob
-from suture.image.store import verifying_reader
+from suture.image.store import FileBlobStore, verifying_reader
 
 logger = logging.getLogger(__name__)
 
-# BuildKit marks attestation manifests in an index with this annotation.
-_REFERENCE_TYPE = "vnd.docker.reference.type"
 _UPLOAD_CONCURRENCY = 4
 
 
 def read_registry(
     client: RegistryClient, reference: Reference, cache: BlobCache | None = None
 ) -> Artifact:
-    """Fetch the manifest or index that `reference` names, with every child manifest."""
+    """Fetch the manifest or index that `reference` names, with every child manifest.
+
+    Children are classified as the layout reader does (`suture.image.layout.assemble_artifact`):
+    attestations and other artifacts become RawManifest entries that are copied unchanged.
+    """
     store = RegistryBlobStore(client, reference.repository, cache)
     response = client.get_manifest(reference.repository, reference.identifier)
     what = f"manifest {reference}"
     media_type = _declared_media_type(response.raw, response.media_type)
-    if media_type in INDEX_TYPES:
-        return _read_index(client, store, Index.parse(response.raw, media_type, what), what)
-    if media_type in MANIFEST_TYPES:
-        return _read_image(store, Manifest.parse(response.raw, media_type, what))
-    raise ImageError(
-        f"{what}: media type {media_type!r} is neither an image manifest nor an index; "
-        "suture reads OCI and Docker schema 2 images"
-    )
+    if media_type not in INDEX_TYPES and media_type not in MANIFEST_TYPES:
+        raise ImageError(
+            f"{what}: media type {media_type!r} is neither an image manifest nor an index; "
+            "suture reads OCI and Docker schema 2 images"
+        )
+    top = Descriptor(media_type, response.digest, len(response.raw))
+
+    def fetch_manifest(descriptor: Descriptor) -> bytes:
+        if descriptor.digest == top.digest:
+            return response.raw
+        return client.get_manifest(reference.repository, descriptor.digest).raw
+
+    artifact = assemble_artifact(top, fetch_manifest, store, str(reference))
+    if isinstance(artifact, RawManifest):
+        raise ImageError(
+            f"{what}: the manifest is an attestation or artifact, not a runnable image"
+        )
+    return artifact
 
 
 def _declared_media_type(raw: bytes, header: str) -> str:
@@ -73,68 +81,6 @@ def _declared_media_type(raw: bytes, header: str) -> str:
         return header
     declared = document.get("mediaType") if isinstance(document, dict) else None
     return declared if isinstance(declared, str) and declared else header
-
-
-def _read_image(store: RegistryBlobStore, manifest: Manifest) -> Image:
-    config_raw = store.read_blob(manifest.config)
-    return Image(manifest, ImageConfig.parse(config_raw, f"config {manifest.config.digest}"),
-                 store)
-
-
-def _read_index(
-    client: RegistryClient, store: RegistryBlobStore, index: Index, what: str
-) -> ImageIndex:
-    children: list[Image | ImageIndex | RawManifest] = []
-    for number, descriptor in enumerate(index.manifests, start=1):
-        child_what = f"{what} entry {number} ({descriptor.digest})"
-        response = client.get_manifest(store.repository, descriptor.digest)
-        if len(response.raw) != descriptor.size:
-            raise ImageError(
-                f"{child_what}: manifest is {len(response.raw)} bytes, the index says "
-                f"{descriptor.size}"
-            )
-        if descriptor.media_type in INDEX_TYPES:
-            nested = Index.parse(response.raw, descriptor.media_type, child_what)
-            children.append(_read_index(client, store, nested, child_what))
-        elif descriptor.media_type in MANIFEST_TYPES and _is_image_entry(descriptor,
-                                                                         response.raw):
-            manifest = Manifest.parse(response.raw, descriptor.media_type, child_what)
-            children.append(_read_image(store, manifest))
-        else:
-            children.append(RawManifest(descriptor, response.raw, store,
-                                        _referenced_blobs(response.raw)))
-    return ImageIndex(index, tuple(children))
-
-
-def _is_image_entry(descriptor: Descriptor, raw: bytes) -> bool:
-    """Whether an index entry is a runnable image (not an attestation or other artifact)."""
-    if descriptor.annotations.get(_REFERENCE_TYPE):
-        return False
-    try:
-        config = json.loads(raw).get("config") or {}
-    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        return False
-    return isinstance(config, dict) and config.get("mediaType") in (OCI_CONFIG, DOCKER_CONFIG)
-
-
-def _referenced_blobs(raw: bytes) -> tuple[Descriptor, ...]:
-    """Return the blob descriptors (config, layers, blobs) of a manifest suture does not use."""
-    try:
-        document = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return ()
-    if not isinstance(document, dict):
-        return ()
-    found: list[Descriptor] = []
-    entries: list[Any] = [document.get("config")]
-    for key in ("layers", "blobs"):
-        value = document.get(key)
-        if isinstance(value, list):
-            entries.extend(value)
-    for entry in entries:
-        if isinstance(entry, dict) and {"mediaType", "digest", "size"} <= entry.keys():
-            found.append(Descriptor.from_json(entry))
-    return tuple(found)
 
 
 def write_registry(client: RegistryClient, reference: Reference, artifact: Artifact) -> str:
@@ -192,7 +138,7 @@ class _Pusher:
             return
         with ThreadPoolExecutor(max_workers=_UPLOAD_CONCURRENCY) as pool:
             futures = [
-                pool.submit(self._push_blob, descriptor, store.origin,
+                pool.submit(self._push_blob, descriptor, _mount_origin(store, descriptor),
                             functools.partial(store.open_blob, descriptor))
                 for descriptor in unique.values()
             ]
@@ -231,6 +177,13 @@ class _Pusher:
             if location is None:
                 return
         upload_blob(self.client, self.repository, descriptor, open_source, location)
+
+
+def _mount_origin(store: BlobStore, descriptor: Descriptor) -> tuple[str, str] | None:
+    """Return where a blob can be mounted from, or None for blobs that exist only locally."""
+    if isinstance(store, FileBlobStore) and store.path(descriptor.digest) is not None:
+        return None
+    return store.origin
 
 
 def _digest_of(child: Image | ImageIndex | RawManifest) -> str:

@@ -1,7 +1,7 @@
 """Registry authentication: `WWW-Authenticate` challenges, Basic auth and bearer tokens.
 
 The flow is the distribution token authentication spec (docs/spec/auth/token.md in
-distribution/distribution): a request answered with 401 carries a challenge such as
+distribution/distribution). A 401 response carries a challenge such as
 `Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a:pull"`;
 the client asks the realm for a token for the service and scopes, with Basic credentials
 (GET) or an identity token as an OAuth2 refresh token (POST, docs/spec/auth/oauth.md), and
@@ -27,7 +27,7 @@ from suture.image.registry.credentials import Credentials
 
 logger = logging.getLogger(__name__)
 
-# Tokens are refreshed this many seconds before the registry says they expire.
+# Tokens are refreshed this many seconds before the expiry the token service reports.
 _EXPIRY_MARGIN = 10.0
 # The token spec's default lifetime when a response has no `expires_in`.
 _DEFAULT_TOKEN_LIFETIME = 60.0
@@ -99,8 +99,8 @@ class _Token:
 class Authenticator:
     """Produces the `Authorization` header for requests to one registry.
 
-    It starts anonymous. After the first 401 it knows the scheme (Basic or Bearer) and the
-    token endpoint, loads credentials once through `load_credentials`, and caches tokens per
+    It starts anonymous. The first 401 sets the scheme (Basic or Bearer) and the token
+    endpoint. It then loads credentials once through `load_credentials`, and caches tokens per
     scope set. `send` performs the token request so it uses the client's TLS settings.
     """
 
@@ -213,7 +213,7 @@ class Authenticator:
             )
         if response.status_code != 200:
             raise RegistryError(
-                f"token service for {self.registry} answered HTTP {response.status_code} for "
+                f"token service for {self.registry} responded with HTTP {response.status_code} for "
                 f"scope {' '.join(scopes)}"
             )
         document = _json_object(response)

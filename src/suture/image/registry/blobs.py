@@ -1,9 +1,9 @@
 """Blobs of a registry repository as a `BlobStore`, read as verified, resumable streams.
 
 A blob download that loses its connection part-way resumes with an HTTP Range request from the
-last byte received (distribution-spec "Pulling blobs" allows Range on blob GETs); a registry
-that ignores the range and sends the whole blob again is handled by skipping the bytes already
-read. The digest is checked by `suture.image.store.verifying_reader` as the caller reads.
+last byte received, which distribution-spec "Pulling blobs" allows on blob GETs. When a registry
+ignores the range and sends the whole blob again, the bytes already read are skipped. The digest
+is checked by `suture.image.store.verifying_reader` as the caller reads.
 """
 
 from __future__ import annotations
@@ -19,13 +19,13 @@ import httpx
 from suture.errors import RegistryError
 from suture.image.cache import BlobCache
 from suture.image.model import Descriptor
-from suture.image.registry.client import RegistryClient
+from suture.image.registry.client import BODY_READ_ERRORS, RegistryClient
 from suture.image.store import verifying_reader
 
 logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
-_READ_ERRORS = (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout)
+_READ_ERRORS = BODY_READ_ERRORS
 
 
 class RegistryBlobStore:

@@ -1,11 +1,11 @@
 """A client for one registry over the OCI distribution API (distribution-spec v1.1), on httpx.
 
-oras-py (0.2.43, evaluated for this module) is not used: it is built on `requests` and
-synchronous calls we cannot bound per request, downloads blobs to files without checking their
-digest while streaming, keeps one bearer token instead of one per scope set, has no
-cross-repository mount, restarts nothing when a chunked upload loses its connection, and switches
-TLS verification for the whole session instead of per registry. Those are the parts suture needs,
-so this client implements the small API surface (ping, manifests, blobs, uploads) directly.
+oras-py 0.2.43 was evaluated for this module and is not used, because it lacks the parts suture
+needs. It is built on `requests`, and it downloads blobs to files without checking their digest
+while streaming. It keeps one bearer token instead of one per scope set and has no
+cross-repository mount. A chunked upload that loses its connection is not resumed, and TLS
+verification is switched for the whole session instead of per registry. So this client
+implements the small API surface (ping, manifests, blobs, uploads) directly.
 
 Every request has connect and read timeouts and goes through `RetryPolicy`; a 401 is answered
 once through `Authenticator`. Errors name the registry, the repository and what to check, and
@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 _MAX_REDIRECTS = 5
 _LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+BODY_READ_ERRORS = (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout)
 _MANIFEST_ACCEPT = ", ".join(sorted(ALL_MANIFEST_TYPES))
 
 ProgressHook = Callable[[str, int, int | None], None]
@@ -116,15 +117,31 @@ class RegistryClient:
         """
         what = f"manifest {self.registry}/{repository}:{reference}"
         scopes = [repository_scope(repository, "pull")]
-        response = self.request(
-            "GET", self.url(f"/v2/{repository}/manifests/{reference}"), scopes=scopes, what=what,
-            repository=repository, headers={"Accept": _MANIFEST_ACCEPT}, stream=True,
-        )
-        try:
-            self.check(response, (200,), what, repository, "pull")
-            raw = _read_limited(response, MAX_MANIFEST_BYTES, what)
-        finally:
-            response.close()
+        policy = self.settings.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            response = self.request(
+                "GET", self.url(f"/v2/{repository}/manifests/{reference}"), scopes=scopes,
+                what=what, repository=repository, headers={"Accept": _MANIFEST_ACCEPT},
+                stream=True,
+            )
+            try:
+                self.check(response, (200,), what, repository, "pull")
+                raw = _read_limited(response, MAX_MANIFEST_BYTES, what)
+                break
+            except BODY_READ_ERRORS as error:
+                # The connection broke inside the body: fetch the whole manifest again.
+                if not policy.should_retry(attempt):
+                    raise RegistryError(
+                        f"{what}: reading the manifest failed after {attempt} attempts: {error}"
+                    ) from error
+                delay = policy.delay(attempt)
+                logger.warning("%s: %s while reading; retrying in %.1f s", what,
+                               type(error).__name__, delay)
+                policy.sleep(delay)
+            finally:
+                response.close()
 
         digest = sha256_digest(raw)
         if reference.startswith("sha") and ":" in reference:
@@ -255,11 +272,11 @@ class RegistryClient:
         stream: bool = False,
         retry: bool = True,
     ) -> httpx.Response:
-        """Send a request with authentication, timeouts and retries; return the last response.
+        """Send a request with authentication, timeouts and retries, and return the last response.
 
-        Connection errors, 429 and transient 5xx are retried under the retry policy (unless
-        `retry` is False); a 401 is answered once with credentials or a new token. The caller
-        checks the final status with `check`.
+        Connection errors, 429 and transient 5xx are retried under the retry policy unless
+        `retry` is False. After a 401 the request is sent once more with credentials or a new
+        token. The caller checks the final status with `check`.
         """
         self._repository_for_credentials = repository
         client = self._connect()
@@ -308,10 +325,12 @@ class RegistryClient:
             )
         if status in RETRYABLE_STATUS:
             raise RegistryError(
-                f"{what}: registry {self.registry} still answered HTTP {status}{detail} after "
-                f"{self.settings.retry.max_attempts} attempts; try again later"
+                f"{what}: registry {self.registry} still responded with HTTP {status}{detail} "
+                f"after {self.settings.retry.max_attempts} attempts; try again later"
             )
-        raise RegistryError(f"{what}: registry {self.registry} answered HTTP {status}{detail}")
+        raise RegistryError(
+            f"{what}: registry {self.registry} responded with HTTP {status}{detail}"
+        )
 
     def _send_with_retry(
         self,
@@ -376,7 +395,7 @@ class RegistryClient:
                     continue
                 if response.status_code not in (200, 401):
                     client.close()
-                    errors.append(f"{base}/v2/ answered HTTP {response.status_code}")
+                    errors.append(f"{base}/v2/ responded with HTTP {response.status_code}")
                     continue
                 self._http, self._base_url = client, base
                 logger.debug("registry %s speaks the v2 API at %s", self.registry, base)

@@ -8,7 +8,7 @@ Lookup order for a registry (first match wins):
    `~/.docker/config.json`. In that file `credHelpers[<registry>]` wins over `credsStore`,
    which wins over `auths` (the same order as the docker CLI's `GetCredentialsStore`).
 
-An `auths` entry holds a base64 `auth` ("user:password"), or `username` and `password`, and
+An `auths` entry contains a base64 `auth` ("user:password"), or `username` and `password`, and
 optionally an `identitytoken` (an OAuth2 refresh token). A credential helper is the program
 `docker-credential-<name>`; `get` reads the server URL on stdin and prints
 `{"ServerURL", "Username", "Secret"}`, where the username `<token>` marks an identity token.
@@ -57,7 +57,7 @@ class Credentials:
 
 @dataclass(frozen=True)
 class CredentialSources:
-    """Where to look for credentials; None means the standard location."""
+    """Credential locations and flag values. None means the standard location."""
 
     username: str | None = None
     password: str | None = None
@@ -212,7 +212,7 @@ def run_credential_helper(name: str, registry: str) -> Credentials:
         )
     except subprocess.TimeoutExpired:
         raise AuthError(
-            f"credential helper {program} did not answer for {registry} within "
+            f"credential helper {program} timed out for {registry} after "
             f"{_HELPER_TIMEOUT:.0f} s"
         ) from None
     except OSError as error:

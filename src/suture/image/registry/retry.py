@@ -40,12 +40,12 @@ class RetryPolicy:
         return bound * self.random_fraction()
 
     def should_retry(self, attempt: int) -> bool:
-        """Whether another attempt is allowed after attempt number `attempt` failed."""
+        """Return whether another attempt is allowed after attempt number `attempt` failed."""
         return attempt < self.max_attempts
 
 
 def parse_retry_after(value: str, now: datetime | None = None) -> float | None:
-    """Return the wait a `Retry-After` header asks for in seconds, or None if it is invalid."""
+    """Return the wait a `Retry-After` header requests in seconds, or None if it is invalid."""
     value = value.strip()
     if value.isdigit():
         return float(value)
