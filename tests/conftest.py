@@ -1,0 +1,116 @@
+"""Shared pytest setup: the integration switch and session fixtures for real components.
+
+Plain `pytest` runs unit tests only. Tests marked `integration` run with
+`--integration` or `SUTURE_INTEGRATION=1`; `.ci/run` passes the flag.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness.docker import DockerDaemon, DockerUnavailable, start_dockerd, stop_dockerd
+from tests.harness.images import ImageCache
+from tests.harness.registry import Registry, start_registry, stop_registry
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--integration",
+        action="store_true",
+        default=False,
+        help="also run tests marked integration (real images, registry, dockerd, mirror)",
+    )
+
+
+def _integration_enabled(config: pytest.Config) -> bool:
+    return bool(config.getoption("--integration")) or os.environ.get("SUTURE_INTEGRATION") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _integration_enabled(config):
+        return
+    skip = pytest.mark.skip(
+        reason="integration test: run with --integration or SUTURE_INTEGRATION=1"
+    )
+    for item in items:
+        if "integration" in item.keywords:
+            item.add_marker(skip)
+
+
+class Images:
+    """Session access to the fixture images: OCI layouts and unpacked root filesystems."""
+
+    def __init__(self, cache: ImageCache, scratch: Path) -> None:
+        self.cache = cache
+        self.scratch = scratch
+        self._rootfs: dict[str, Path] = {}
+
+    def layout(self, name: str) -> Path:
+        """Return the cached OCI layout of `name`; its index.json has the single ref `latest`."""
+        return self.cache.layout(name)
+
+    def rootfs(self, name: str) -> Path:
+        """Return the root filesystem of `name`, unpacked once per session by umoci.
+
+        The directory is shared by every test of the session: copy it with
+        `fresh_rootfs` before changing it.
+        """
+        if name not in self._rootfs:
+            self._rootfs[name] = self.cache.unpack(name, self.scratch / name)
+        return self._rootfs[name]
+
+    def fresh_rootfs(self, name: str, dest: Path) -> Path:
+        """Unpack a private copy of the root filesystem of `name` into `dest`."""
+        return self.cache.unpack(name, dest)
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Images:
+    return Images(ImageCache(), tmp_path_factory.mktemp("rootfs"))
+
+
+def _registry(
+    tmp_path_factory: pytest.TempPathFactory, name: str, **options: bool
+) -> Iterator[Registry]:
+    registry = start_registry(tmp_path_factory.mktemp(name), **options)
+    try:
+        yield registry
+    finally:
+        stop_registry(registry)
+
+
+@pytest.fixture(scope="session")
+def registry_plain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    yield from _registry(tmp_path_factory, "registry-plain")
+
+
+@pytest.fixture(scope="session")
+def registry_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    yield from _registry(tmp_path_factory, "registry-tls", tls=True)
+
+
+@pytest.fixture(scope="session")
+def registry_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    yield from _registry(tmp_path_factory, "registry-auth", tls=True, auth=True)
+
+
+@pytest.fixture(scope="session")
+def docker_daemon() -> Iterator[DockerDaemon]:
+    # Socket paths are limited to about 100 bytes, so use a short directory in /tmp.
+    directory = Path(tempfile.mkdtemp(prefix="suture-dockerd-", dir="/tmp"))
+    try:
+        daemon = start_dockerd(directory)
+    except DockerUnavailable as error:
+        shutil.rmtree(directory, ignore_errors=True)
+        pytest.skip(f"dockerd cannot start on this machine: {error}")
+    try:
+        yield daemon
+    finally:
+        stop_dockerd(daemon)
+        shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,171 @@
+"""Fetch verified package indexes and .deb files from the host's Debian mirror.
+
+Used to assemble images without a package manager (distroless, foreign
+architectures). The InRelease signature is checked with gpgv against the host's
+Debian archive keyring, and every download against the SHA-256 in the index.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import lzma
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from debian.deb822 import Packages
+
+from tests.harness.mirror import (
+    HOST_KEYRING,
+    archive_url_for_suite,
+    fetch_inrelease,
+    http_download,
+    http_get,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def verify_inrelease(suite: str) -> str:
+    """Check the InRelease signature of `suite` with gpgv; return the signed text."""
+    text = fetch_inrelease(suite)
+    with tempfile.NamedTemporaryFile("w", suffix=".InRelease") as handle:
+        handle.write(text)
+        handle.flush()
+        result = subprocess.run(
+            ["gpgv", "--keyring", str(HOST_KEYRING), handle.name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise RuntimeError(f"InRelease of {suite}: bad signature: {result.stderr.strip()}")
+    return text
+
+
+def _release_sha256(release_text: str, name: str) -> str:
+    pattern = rf"^ ([0-9a-f]{{64}})\s+\d+\s+{re.escape(name)}$"
+    match = re.search(pattern, release_text, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"InRelease lists no SHA256 for {name}")
+    return match.group(1)
+
+
+@functools.cache
+def load_packages(suite: str, arch: str, component: str = "main") -> Mapping[str, Packages]:
+    """Return the newest stanza per package name from the suite's verified Packages index."""
+    release = verify_inrelease(suite)
+    index_name = f"{component}/binary-{arch}/Packages.xz"
+    expected = _release_sha256(release, index_name)
+    data = http_get(f"{archive_url_for_suite(suite)}/dists/{suite}/{index_name}")
+    if hashlib.sha256(data).hexdigest() != expected:
+        raise RuntimeError(f"{suite} {index_name}: sha256 does not match InRelease")
+    stanzas: dict[str, Packages] = {}
+    for stanza in Packages.iter_paragraphs(
+        lzma.decompress(data).decode("utf-8"), use_apt_pkg=False
+    ):
+        stanzas[stanza["Package"]] = stanza
+    return stanzas
+
+
+def dependency_closure(
+    names: Iterable[str], index: Mapping[str, Packages], skip: Iterable[str] = ()
+) -> list[str]:
+    """Close `names` over Depends and Pre-Depends, taking the first satisfiable alternative."""
+    provides: dict[str, str] = {}
+    for name, stanza in index.items():
+        for item in stanza.get("Provides", "").split(","):
+            provided = item.strip().split(" ")[0]
+            if provided:
+                provides.setdefault(provided, name)
+    wanted: list[str] = []
+    seen = set(skip)
+    queue = list(names)
+    while queue:
+        name = queue.pop(0)
+        if name in seen:
+            continue
+        seen.add(name)
+        wanted.append(name)
+        stanza = index[name]
+        for field in ("Pre-Depends", "Depends"):
+            for group in stanza.get(field, "").split(","):
+                if not group.strip():
+                    continue
+                for alternative in group.split("|"):
+                    dep = alternative.strip().split(" ")[0].split(":")[0]
+                    if dep in seen:
+                        break
+                    if dep in index:
+                        queue.append(dep)
+                        break
+                    if dep in provides:
+                        queue.append(provides[dep])
+                        break
+    return sorted(wanted)
+
+
+def download_debs(
+    names: Iterable[str], suite: str, arch: str, dest: Path
+) -> dict[str, tuple[Path, Packages]]:
+    """Download each named package's .deb into `dest`, verified against the index."""
+    index = load_packages(suite, arch)
+    base = archive_url_for_suite(suite)
+    dest.mkdir(parents=True, exist_ok=True)
+    result: dict[str, tuple[Path, Packages]] = {}
+    for name in names:
+        stanza = index[name]
+        target = dest / Path(stanza["Filename"]).name
+        if not target.exists():
+            http_download(f"{base}/{stanza['Filename']}", target, stanza["SHA256"])
+        result[name] = (target, stanza)
+    return result
+
+
+# Index-only fields that dpkg does not keep in its status database.
+_INDEX_ONLY_FIELDS = ("Filename", "Size", "MD5sum", "SHA256", "SHA1", "Description-md5", "Tag")
+
+
+def status_stanza(stanza: Packages) -> str:
+    """Turn a Packages stanza into a dpkg status stanza marked installed."""
+    lines: list[str] = []
+    for key, value in stanza.items():
+        if key in _INDEX_ONLY_FIELDS:
+            continue
+        if key == "Package":
+            lines.append(f"Package: {value}")
+            lines.append("Status: install ok installed")
+            continue
+        lines.append(f"{key}: {value}")
+    return "\n".join(lines) + "\n"
+
+
+def extract_deb(deb: Path, root: Path) -> tuple[list[str], Path]:
+    """Unpack the payload of `deb` into `root` without running maintainer scripts.
+
+    Returns the package's file list (dpkg `.list` style) and a temporary directory
+    holding its control files; the caller removes that directory.
+    """
+    payload = subprocess.run(
+        ["dpkg-deb", "--fsys-tarfile", str(deb)], check=True, capture_output=True
+    ).stdout
+    # --keep-directory-symlink keeps merged-/usr links such as /lib -> usr/lib in place.
+    subprocess.run(
+        ["tar", "-x", "--keep-directory-symlink", "-C", str(root)],
+        input=payload,
+        check=True,
+    )
+    control = Path(tempfile.mkdtemp(prefix="control-"))
+    subprocess.run(["dpkg-deb", "-e", str(deb), str(control)], check=True)
+    names = subprocess.run(
+        ["tar", "-t"], input=payload, check=True, capture_output=True
+    ).stdout.decode("utf-8")
+    paths: list[str] = []
+    for line in names.splitlines():
+        path = "/" + line.lstrip("./").rstrip("/")
+        paths.append("/." if path == "/" else path)
+    return paths, control

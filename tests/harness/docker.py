@@ -1,0 +1,118 @@
+"""Start a private `dockerd` for tests: own data root, exec root and unix socket, no systemd."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+START_TIMEOUT = 60.0
+
+
+class DockerUnavailable(RuntimeError):
+    """dockerd is missing or could not start here; the message carries its own output."""
+
+
+@dataclass(frozen=True)
+class DockerDaemon:
+    host: str
+    env: dict[str, str]
+    pid: int
+    log_path: Path
+
+    def run(self, *args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+        """Run the docker CLI against this daemon; raises CalledProcessError on failure."""
+        return subprocess.run(
+            ["docker", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=timeout,
+        )
+
+
+def start_dockerd(directory: Path) -> DockerDaemon:
+    """Start dockerd with everything under `directory` and wait until `docker info` works.
+
+    Raises DockerUnavailable with dockerd's own error output if it cannot start.
+    """
+    for tool in ("dockerd", "docker"):
+        if shutil.which(tool) is None:
+            raise DockerUnavailable(f"{tool} is not installed (Debian package docker.io)")
+    # A unix socket path must stay under about 100 bytes, so keep it short.
+    directory.mkdir(parents=True, exist_ok=True)
+    socket_path = directory / "docker.sock"
+    host = f"unix://{socket_path}"
+    log_path = directory / "dockerd.log"
+    command = [
+        "dockerd",
+        "--data-root",
+        str(directory / "data"),
+        "--exec-root",
+        str(directory / "exec"),
+        "--pidfile",
+        str(directory / "dockerd.pid"),
+        "--host",
+        host,
+        "--bridge=none",
+        "--iptables=false",
+        "--ip-masq=false",
+        "--ip6tables=false",
+    ]
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    env = {**os.environ, "DOCKER_HOST": host, "DOCKER_CONFIG": str(directory / "client")}
+    daemon = DockerDaemon(host=host, env=env, pid=process.pid, log_path=log_path)
+
+    deadline = time.monotonic() + START_TIMEOUT
+    last_error = ""
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            output = log_path.read_text(encoding="utf-8", errors="replace")
+            raise DockerUnavailable(f"dockerd exited with {process.returncode}: {output[-1500:]}")
+        result = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        if result.returncode == 0:
+            logger.info("dockerd %s started (pid %d)", result.stdout.strip(), process.pid)
+            return daemon
+        last_error = result.stderr.strip()
+        time.sleep(0.5)
+    stop_dockerd(daemon)
+    raise DockerUnavailable(f"dockerd did not answer within {START_TIMEOUT}s: {last_error}")
+
+
+def stop_dockerd(daemon: DockerDaemon, timeout: float = 30.0) -> None:
+    """Stop dockerd by PID (it stops its own containerd); SIGKILL after `timeout` seconds."""
+    try:
+        os.kill(daemon.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid, _status = os.waitpid(daemon.pid, os.WNOHANG)
+        if pid != 0:
+            return
+        time.sleep(0.1)
+    logger.warning("dockerd (pid %d) ignored SIGTERM for %.0fs; killing it", daemon.pid, timeout)
+    os.kill(daemon.pid, signal.SIGKILL)
+    os.waitpid(daemon.pid, 0)

@@ -1,0 +1,276 @@
+"""Judge an unpacked image with Debian's own tools: dpkg-query, apt-get and dpkg.
+
+Tests use this to check suture's output without trusting suture. For an image
+of the host's architecture the tools of the image itself run in a chroot with
+/proc, a minimal /dev and the host's resolv.conf. For a foreign architecture
+(arm64 on an amd64 host) nothing from the image can run without emulation, so
+the host's apt and dpkg read the image's database and sources through `-o Dir=`
+and `--root`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import stat
+import subprocess
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from debian.deb822 import Deb822
+
+logger = logging.getLogger(__name__)
+
+COMMAND_TIMEOUT = 600.0
+_CHROOT_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "LC_ALL": "C",
+    "DEBIAN_FRONTEND": "noninteractive",
+    "HOME": "/root",
+}
+# `Inst NAME [OLD] (NEW ORIGINS [ARCH])`, as printed by `apt-get -s upgrade`.
+_INST_LINE = re.compile(r"^Inst (\S+) \[([^\]]+)\] \((\S+) ([^\[]*)\[([^\]]+)\]\)")
+_DEVICES = {
+    "null": (1, 3),
+    "zero": (1, 5),
+    "full": (1, 7),
+    "random": (1, 8),
+    "urandom": (1, 9),
+    "tty": (5, 0),
+}
+# Sections of `dpkg --audit` that only say the host's dpkg does not know the image's architecture.
+_FOREIGN_ARCH_SECTION = "unknown foreign architecture"
+
+
+@dataclass(frozen=True)
+class Upgrade:
+    """One package apt would upgrade: its installed and candidate versions and origins."""
+
+    name: str
+    installed: str
+    candidate: str
+    origins: str
+    architecture: str
+
+    @property
+    def is_security(self) -> bool:
+        return "security" in self.origins.lower()
+
+
+def host_architecture() -> str:
+    return subprocess.run(
+        ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _mounted_paths() -> set[str]:
+    with open("/proc/self/mounts", encoding="utf-8") as handle:
+        return {line.split()[1] for line in handle}
+
+
+class AptOracle:
+    """Ask apt and dpkg about the root filesystem at `rootfs` (an unpacked image)."""
+
+    def __init__(self, rootfs: Path, architecture: str | None = None) -> None:
+        self.rootfs = rootfs.resolve()
+        self.architecture = architecture or self._image_architecture()
+        self.native = self.architecture in (host_architecture(), "all")
+
+    # Public questions.
+
+    def installed_versions(self) -> dict[str, str]:
+        """Return `{package: version}` for every package dpkg records as installed."""
+        status = self.rootfs / "var/lib/dpkg/status"
+        if not status.exists():
+            return self._status_d_versions()
+        output = self._run_dpkg_query(["-W", "-f", "${Package}\t${Version}\t${db:Status-Abbrev}\n"])
+        versions: dict[str, str] = {}
+        for line in output.splitlines():
+            name, version, abbrev = line.split("\t")
+            if abbrev.startswith("ii"):
+                versions[name] = version
+        return versions
+
+    def pending_upgrades(self, dist_upgrade: bool = False) -> list[Upgrade]:
+        """Run `apt-get update` on the image's sources; list what `apt-get -s upgrade` installs."""
+        action = "dist-upgrade" if dist_upgrade else "upgrade"
+        self._run_apt(["apt-get", "-q", "update"])
+        output = self._run_apt(["apt-get", "-s", "-q", action])
+        upgrades: list[Upgrade] = []
+        for line in output.splitlines():
+            match = _INST_LINE.match(line)
+            if match:
+                name, old, new, origins, arch = match.groups()
+                upgrades.append(Upgrade(name, old, new, origins.strip(), arch))
+        return upgrades
+
+    def audit(self) -> list[str]:
+        """Return the problems `dpkg --audit` reports, one line each; empty means clean."""
+        result = self._run(self._dpkg_command(["--audit"]), check=False)
+        if result.returncode not in (0, 1):
+            raise RuntimeError(f"dpkg --audit on {self.rootfs} failed: {result.stderr.strip()}")
+        sections = [s for s in result.stdout.split("\n\n") if s.strip()]
+        if not self.native:
+            # NOTE: the host's dpkg sees the image's architecture as an unregistered foreign one.
+            sections = [s for s in sections if _FOREIGN_ARCH_SECTION not in s]
+        return [line for section in sections for line in section.splitlines() if line.strip()]
+
+    def verify(self, packages: Sequence[str]) -> list[str]:
+        """Return the `dpkg -V` lines for `packages`; empty means every file matches its md5sum."""
+        result = self._run(self._dpkg_command(["--verify", *packages]), check=False)
+        if result.returncode not in (0, 1) or "not installed" in result.stderr:
+            raise RuntimeError(f"dpkg --verify on {self.rootfs} failed: {result.stderr.strip()}")
+        return [line for line in result.stdout.splitlines() if line.strip()]
+
+    # Helpers.
+
+    def _image_architecture(self) -> str:
+        for stanza in self._status_stanzas():
+            arch = stanza.get("Architecture", "all")
+            if arch != "all":
+                return str(arch)
+        return host_architecture()
+
+    def _status_stanzas(self) -> list[Deb822]:
+        files = [self.rootfs / "var/lib/dpkg/status"]
+        status_d = self.rootfs / "var/lib/dpkg/status.d"
+        if status_d.is_dir():
+            files += sorted(p for p in status_d.iterdir() if "." not in p.name)
+        stanzas: list[Deb822] = []
+        for path in files:
+            if path.exists():
+                with path.open(encoding="utf-8") as handle:
+                    stanzas.extend(Deb822.iter_paragraphs(handle, use_apt_pkg=False))
+        return stanzas
+
+    def _status_d_versions(self) -> dict[str, str]:
+        # dpkg-query cannot read distroless status.d files, so parse them directly.
+        versions: dict[str, str] = {}
+        for stanza in self._status_stanzas():
+            if stanza.get("Status", "").endswith(" installed"):
+                versions[str(stanza["Package"])] = str(stanza["Version"])
+        return versions
+
+    def _dpkg_command(self, args: list[str]) -> list[str]:
+        if self.native:
+            return ["dpkg", *args]
+        return ["dpkg", f"--root={self.rootfs}", *args]
+
+    def _run_dpkg_query(self, args: list[str]) -> str:
+        if self.native:
+            command = ["dpkg-query", *args]
+        else:
+            command = ["dpkg-query", f"--admindir={self.rootfs}/var/lib/dpkg", *args]
+        return self._run(command).stdout
+
+    def _run_apt(self, command: list[str]) -> str:
+        if not self.native:
+            # NOTE: Signed-By paths are not prefixed by Dir, so the host's copy of the
+            # Debian archive keyring verifies the image's repositories here.
+            root = str(self.rootfs)
+            command = [
+                command[0],
+                "-o",
+                f"Dir={root}",
+                "-o",
+                f"Dir::State::status={root}/var/lib/dpkg/status",
+                "-o",
+                f"APT::Architecture={self.architecture}",
+                "-o",
+                f"APT::Architectures={self.architecture}",
+                "-o",
+                "Debug::NoLocking=1",
+                *command[1:],
+            ]
+        result = self._run(command, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(command[:3])} in {self.rootfs} failed: {result.stderr.strip()[-2000:]}"
+            )
+        return result.stdout
+
+    def _run(self, command: list[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+        if self.native:
+            with chroot_mounts(self.rootfs):
+                full = ["chroot", str(self.rootfs), *command]
+                result = subprocess.run(
+                    full,
+                    env=_CHROOT_ENV,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    timeout=COMMAND_TIMEOUT,
+                )
+        else:
+            result = subprocess.run(
+                command,
+                env={**os.environ, "LC_ALL": "C"},
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=COMMAND_TIMEOUT,
+            )
+        if check and result.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(command)} in {self.rootfs} failed: {result.stderr.strip()}"
+            )
+        return result
+
+
+@contextlib.contextmanager
+def chroot_mounts(root: Path) -> Iterator[None]:
+    """Mount /proc and a tmpfs /dev with the basic device nodes, and copy resolv.conf.
+
+    /dev is a fresh tmpfs, never a bind mount of the host's, so deleting the
+    tree afterwards cannot touch host devices. Everything is undone on exit.
+    """
+    mounted: list[Path] = []
+    resolv = root / "etc/resolv.conf"
+    saved_resolv: bytes | None = None
+    resolv_existed = resolv.exists() or resolv.is_symlink()
+    try:
+        proc = root / "proc"
+        proc.mkdir(exist_ok=True)
+        subprocess.run(["mount", "-t", "proc", "proc", str(proc)], check=True)
+        mounted.append(proc)
+
+        dev = root / "dev"
+        dev.mkdir(exist_ok=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "mode=755,size=1m", "tmpfs", str(dev)], check=True
+        )
+        mounted.append(dev)
+        for name, (major, minor) in _DEVICES.items():
+            node = dev / name
+            os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+            node.chmod(0o666)
+        (dev / "pts").mkdir()
+        (dev / "shm").mkdir(mode=0o1777)
+
+        if resolv.is_symlink() or resolv.exists():
+            saved_resolv = (
+                resolv.read_bytes() if resolv.is_file() and not resolv.is_symlink() else None
+            )
+            resolv.unlink()
+        shutil.copyfile("/etc/resolv.conf", resolv)
+        yield
+    finally:
+        for path in reversed(mounted):
+            result = subprocess.run(["umount", str(path)], capture_output=True, check=False)
+            if result.returncode != 0:
+                subprocess.run(["umount", "-l", str(path)], check=False)
+        leftover = {str(p) for p in mounted} & _mounted_paths()
+        if resolv.exists() or resolv.is_symlink():
+            resolv.unlink()
+        if saved_resolv is not None:
+            resolv.write_bytes(saved_resolv)
+        elif resolv_existed:
+            logger.warning(
+                "%s was a symlink; it was replaced during the chroot and not restored", resolv
+            )
+        if leftover:
+            raise RuntimeError(f"could not unmount {sorted(leftover)}; unmount them by hand")
