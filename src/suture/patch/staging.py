@@ -99,6 +99,11 @@ class Staging:
         self._content_dir = self.workdir / "content"
         self._content_dir.mkdir(parents=True, exist_ok=True)
         self._entries: dict[str, StagedEntry] = {}
+        # Indexes that keep whiteouts and hardlink bookkeeping proportional to the paths
+        # involved: the child paths of every path that has staged entries at or below it, and
+        # the hardlinks that name each file.
+        self._children: dict[str, set[str]] = {}
+        self._links: dict[str, set[str]] = {}
         self._counter = itertools.count()
 
     # Adding entries
@@ -213,7 +218,7 @@ class Staging:
         if any(self._is_whiteout(ancestor) for ancestor in _ancestors(path)):
             return
         self._drop_tree(path)
-        self._entries[path] = StagedEntry(path, FileType.FILE, 0, 0, 0, None, whiteout=True)
+        self._store(StagedEntry(path, FileType.FILE, 0, 0, 0, None, whiteout=True))
 
     def remove(self, path: str) -> None:
         """Drop the staged entry at `path` and every staged entry below it; the image is unchanged.
@@ -278,6 +283,14 @@ class Staging:
         with self.open(path) as handle:
             return handle.read()
 
+    def listdir(self, path: str) -> list[str]:
+        """Return the sorted names directly under `path` that have staged entries at or below.
+
+        Whiteout entries are included. `path` may be `/`.
+        """
+        directory = "/" if path.strip("/") == "" else normalize_path(path)
+        return sorted(child.rsplit("/", 1)[1] for child in self._children.get(directory, ()))
+
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -305,16 +318,14 @@ class Staging:
         for ancestor in _ancestors(path):
             entry = self._entries.get(ancestor)
             if entry is not None and entry.whiteout:
-                self._entries[ancestor] = StagedEntry(
-                    ancestor, FileType.DIRECTORY, _DEFAULT_DIRECTORY_MODE, 0, 0, None, opaque=True
-                )
+                self._store(StagedEntry(ancestor, FileType.DIRECTORY, _DEFAULT_DIRECTORY_MODE,
+                                        0, 0, None, opaque=True))
                 below_whiteout = True
                 continue
             if entry is None:
                 if below_whiteout:
-                    self._entries[ancestor] = StagedEntry(
-                        ancestor, FileType.DIRECTORY, _DEFAULT_DIRECTORY_MODE, 0, 0, None
-                    )
+                    self._store(StagedEntry(ancestor, FileType.DIRECTORY,
+                                            _DEFAULT_DIRECTORY_MODE, 0, 0, None))
                 continue
             if entry.type is not FileType.DIRECTORY:
                 raise ImageError(
@@ -328,31 +339,77 @@ class Staging:
             if entry.type is not FileType.DIRECTORY:
                 self._drop_tree(entry.path)
         elif existing is not None:
+            self._pop(entry.path)
             self._discard_content(existing)
+        self._store(entry)
+
+    def _store(self, entry: StagedEntry) -> None:
+        """Set the entry at its path, keeping the child and hardlink indexes current."""
+        self._pop(entry.path)
         self._entries[entry.path] = entry
+        if entry.type is FileType.HARDLINK:
+            self._links.setdefault(entry.linkname, set()).add(entry.path)
+        path = entry.path
+        while path != "/":
+            parent = path.rsplit("/", 1)[0] or "/"
+            siblings = self._children.setdefault(parent, set())
+            if path in siblings:
+                break
+            siblings.add(path)
+            path = parent
+
+    def _pop(self, path: str) -> StagedEntry | None:
+        """Remove and return the entry at `path`; the child index is cleaned by `_drop_tree`."""
+        entry = self._entries.pop(path, None)
+        if entry is not None and entry.type is FileType.HARDLINK:
+            links = self._links.get(entry.linkname)
+            if links is not None:
+                links.discard(path)
+                if not links:
+                    del self._links[entry.linkname]
+        return entry
 
     def _drop_tree(self, path: str) -> None:
-        prefix = path + "/"
-        doomed = [name for name in self._entries if name == path or name.startswith(prefix)]
-        for name in doomed:
-            self._discard_content(self._entries.pop(name))
+        removed: list[StagedEntry] = []
+        pending = [path]
+        while pending:
+            current = pending.pop()
+            entry = self._pop(current)
+            if entry is not None:
+                removed.append(entry)
+            pending.extend(self._children.pop(current, ()))
+
+        # Prune index nodes left without staged entries, so listdir reports only live names.
+        while path != "/":
+            parent = path.rsplit("/", 1)[0] or "/"
+            siblings = self._children.get(parent)
+            if siblings is None:
+                break
+            siblings.discard(path)
+            if siblings or parent in self._entries or parent == "/":
+                break
+            del self._children[parent]
+            path = parent
+
+        for entry in removed:
+            self._discard_content(entry)
 
     def _discard_content(self, entry: StagedEntry) -> None:
+        """Delete the content file of a removed entry unless hardlinks still name it.
+
+        Hardlinks name the file's path, so a file that is still linked keeps its bytes: the
+        first link becomes the file and the others link to it.
+        """
         if entry.content is None:
             return
-        # Hardlinks name the file's path, so a file that is still linked keeps its bytes: the
-        # link becomes the file.
-        links = [other for other in self._entries.values()
-                 if other.type is FileType.HARDLINK and other.linkname == entry.path]
-        if links:
-            first, *rest = sorted(links, key=lambda link: link.path)
-            self._entries[first.path] = replace(
-                entry, path=first.path, type=FileType.FILE, linkname=""
-            )
-            for link in rest:
-                self._entries[link.path] = replace(link, linkname=first.path)
+        links = sorted(self._links.pop(entry.path, ()))
+        if not links:
+            entry.content.unlink(missing_ok=True)
             return
-        entry.content.unlink(missing_ok=True)
+        first, *rest = links
+        self._store(replace(entry, path=first, type=FileType.FILE, linkname=""))
+        for link in rest:
+            self._store(replace(self._entries[link], linkname=first))
 
     def _load_member(self, member: LayerMember, what: str) -> None:
         directory, _, base = member.path.rpartition("/")
@@ -385,7 +442,7 @@ class Staging:
         path = normalize_path(directory)
         entry = self._entries.get(path)
         if entry is not None and entry.type is FileType.DIRECTORY:
-            self._entries[path] = replace(entry, opaque=True)
+            self._store(replace(entry, opaque=True))
         else:
             self.add_directory(path, opaque=True)
 

@@ -242,3 +242,57 @@ def test_load_layer_accepts_matching_diff_id(staging: Staging) -> None:
     data = _layer([(_info("a", size=1), b"x")], compress=False)
     staging.load_layer(io.BytesIO(data), OCI_LAYER, sha256_digest(data))
     assert staging.read("/a") == b"x"
+
+
+def test_listdir_names_staged_children(staging: Staging) -> None:
+    staging.add_file("/usr/bin/a", data=b"a")
+    staging.add_file("/usr/lib/x/y", data=b"y")
+    staging.add_whiteout("/usr/old")
+    assert staging.listdir("/") == ["usr"]
+    assert staging.listdir("/usr") == ["bin", "lib", "old"]
+    assert staging.listdir("/usr/lib/x") == ["y"]
+    assert staging.listdir("/etc") == []
+
+
+def test_listdir_forgets_removed_subtrees(staging: Staging) -> None:
+    staging.add_file("/usr/lib/x/y", data=b"y")
+    staging.add_file("/usr/bin/a", data=b"a")
+    staging.remove("/usr/lib/x/y")
+    assert staging.listdir("/usr") == ["bin"]
+    assert staging.listdir("/usr/lib") == []
+
+
+def test_whiteout_of_linked_file_keeps_links(staging: Staging) -> None:
+    staging.add_file("/d/a", data=b"shared")
+    staging.add_hardlink("/e/b", "/d/a")
+    staging.add_hardlink("/d/c", "/d/a")
+    staging.add_whiteout("/d")
+
+    b = staging.lstat("/e/b")
+    assert b is not None
+    assert b.type is FileType.FILE
+    assert staging.read("/e/b") == b"shared"
+    assert staging.lstat("/d/c") is None
+
+
+def test_replacing_linked_file_keeps_old_bytes(staging: Staging) -> None:
+    staging.add_file("/a", data=b"old")
+    staging.add_hardlink("/b", "/a")
+    staging.add_file("/a", data=b"new")
+    assert staging.read("/a") == b"new"
+    assert staging.read("/b") == b"old"
+
+
+def test_many_whiteouts_stay_fast(staging: Staging) -> None:
+    # Whiteouts and removals touch only the paths involved, so a large staging tree with many
+    # deletions finishes well inside the test timeout.
+    for number in range(5_000):
+        staging.add_symlink(f"/usr/share/doc/pkg{number % 100}/file{number}", "target")
+    for number in range(5_000):
+        staging.add_whiteout(f"/usr/share/old/file{number}")
+    staging.add_whiteout("/usr/share/doc/pkg7")
+
+    entry = staging.lstat("/usr/share/doc/pkg7")
+    assert entry is not None
+    assert entry.whiteout
+    assert len(staging) == 5_000 - 50 + 5_000 + 1
