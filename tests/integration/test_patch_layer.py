@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from suture.image.archive import write_docker_archive
 from suture.image.layout import read_layout, write_layout
 from suture.image.merged import MergedFileSystem
 from suture.image.model import Image
@@ -20,6 +21,7 @@ from suture.patch.build import (
 )
 from suture.patch.staging import Staging
 from tests.conftest import Images
+from tests.harness.docker import DockerDaemon
 from tests.harness.unpack import unpack_layout
 
 pytestmark = pytest.mark.integration
@@ -97,3 +99,28 @@ def test_same_inputs_same_manifest_digest(images: Images, tmp_path: Path,
     first = _patch(original, tmp_path / "a", {"/etc/suture": b"x"})
     second = _patch(original, tmp_path / "b", {"/etc/suture": b"x"})
     assert first.digest == second.digest
+
+
+def test_docker_runs_patched_image(images: Images, docker_daemon: DockerDaemon,
+                                   tmp_path: Path) -> None:
+    original = _read(images.layout("debian-bookworm"))
+    source = tmp_path / "payload"
+    source.write_bytes(b"linked\n")
+    view = MergedFileSystem.from_image(original)
+    staging = Staging(tmp_path / "staging")
+    staging.add_file("/usr/share/doc/suture-test/b-file", source=source, mtime=EPOCH)
+    staging.add_hardlink("/usr/share/doc/suture-test/a-link", "/usr/share/doc/suture-test/b-file")
+    staging.add_whiteout("/etc/motd")
+    layer = build_layer(staging, view, source_date_epoch=EPOCH, output_dir=tmp_path / "blobs")
+    patched = append_patch_layer(original, layer, packages=["test 1 -> 2"])
+    write_docker_archive(tmp_path / "image.tar", patched, ["suture-test/patched:latest"])
+
+    docker_daemon.run("load", "-i", str(tmp_path / "image.tar"))
+    script = (
+        "cat /usr/share/doc/suture-test/a-link && "
+        "test $(stat -c %h /usr/share/doc/suture-test/b-file) = 2 && "
+        "test ! -e /etc/motd && test -L /lib && echo ok"
+    )
+    result = docker_daemon.run("run", "--rm", "--network", "none",
+                               "suture-test/patched:latest", "sh", "-c", script)
+    assert result.stdout == "linked\nok\n"
