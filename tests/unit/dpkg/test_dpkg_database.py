@@ -116,7 +116,7 @@ def test_held_foreign_and_obsolete(memory_fs: Fs, pkgdb_fixture: Fixture) -> Non
     vim = database.find("vim")
     assert vim is not None
     assert vim.held
-    assert vim.installed is False
+    assert vim.installed
     assert vim.source_version == "2:9.0.1378-2"
     assert vim.obsolete_conffiles == frozenset({"/etc/vim/old"})
     gone = database.find("gone")

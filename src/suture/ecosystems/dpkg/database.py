@@ -48,10 +48,12 @@ class InstalledPackage:
     """One stanza of the dpkg database.
 
     `status` is the `Status:` field (`want flag state`, "install ok installed" for status.d
-    entries, which have none). `source` and `source_version` default to the package's own name and
-    version when the stanza has no `Source:` field or no version in it. `conffiles` maps each
-    conffile path to its md5; `obsolete_conffiles` holds the paths dpkg marked `obsolete`.
-    `file` is the database file the stanza came from.
+    entries, which have none). `installed` is true for `install ok installed` and for a held
+    package, `hold ok installed`; every other state (config-files, half-installed, unpacked,
+    deinstall) counts as not installed. `source` and `source_version` default to the package's
+    own name and version when the stanza has no `Source:` field or no version in it.
+    `conffiles` maps each conffile path to its md5, and `obsolete_conffiles` contains the paths
+    dpkg marked `obsolete`. `file` is the database file the stanza came from.
     """
 
     name: str
@@ -142,7 +144,8 @@ def parse_stanza(raw: str, file: str, *, default_status: str = "") -> InstalledP
         raise EcosystemError(f"{file}: package {name} has no Version field")
 
     status = " ".join(fields.get("Status", default_status).split())
-    want = status.split()[0] if len(status.split()) == 3 else ""
+    words = status.split()
+    want, flag, state = words if len(words) == 3 else ("", "", "")
     source, source_version = _parse_source(fields.get("Source", ""), name, version)
     conffiles, obsolete = _parse_conffiles(fields.get("Conffiles", ""))
     return InstalledPackage(
@@ -150,7 +153,7 @@ def parse_stanza(raw: str, file: str, *, default_status: str = "") -> InstalledP
         version=version,
         architecture=fields.get("Architecture", "").strip(),
         status=status,
-        installed=status == "install ok installed",
+        installed=want in ("install", "hold") and flag == "ok" and state == "installed",
         held=want == "hold",
         source=source,
         source_version=source_version,

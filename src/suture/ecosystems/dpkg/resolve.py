@@ -258,8 +258,10 @@ class _Closure:
         self.pool = pool
         self.allow_new = allow_new
         self.state = _State(native=database.native_architecture)
+        self.original = _State(native=database.native_architecture)
         for package in database.installed:
             self.state.put(node_from_installed(package))
+            self.original.put(node_from_installed(package))
         self.changes: dict[str, _Change] = {}
         self.origin: dict[str, str] = {}  # change key -> the requested key that caused it
         self.work: list[str] = []
@@ -288,6 +290,8 @@ class _Closure:
         for group in node.dependencies:
             if self.state.group_holds(group, node):
                 continue
+            if self.was_unsatisfied(node, group):
+                continue
             if self.upgrade_for(node, group, root):
                 continue
             if self.allow_new and self.add_for(node, group, root):
@@ -300,9 +304,26 @@ class _Closure:
                 )
             raise _Failure(
                 root,
-                f"kept back: {node.name} {node.version} depends on {_group_text(group)}, which "
-                "needs a new package (as apt-get upgrade does)",
+                f"{node.name} {node.version} depends on {_group_text(group)}, which needs a new "
+                "package (apt-get upgrade does not install new packages)",
             )
+
+    def was_unsatisfied(self, node: Node, group: tuple[Relation, ...]) -> bool:
+        """Whether the installed version already lacked this dependency.
+
+        Distroless images leave out dependencies on purpose (ca-certificates without openssl),
+        so a dependency the image never satisfied neither blocks an upgrade nor pulls in a
+        new package.
+        """
+        installed = self.original.nodes.get(node.key)
+        if installed is None:
+            return False
+        names = {relation.name for relation in group}
+        return any(
+            names & {relation.name for relation in old_group}
+            and not self.original.group_holds(old_group, installed)
+            for old_group in installed.dependencies
+        )
 
     def upgrade_for(self, node: Node, group: tuple[Relation, ...], root: str) -> bool:
         state = self.state
@@ -389,7 +410,7 @@ class _Closure:
                 ):
                     raise _Failure(
                         root,
-                        f"kept back: upgrading {culprit.name} to {culprit.version} breaks "
+                        f"upgrading {culprit.name} to {culprit.version} breaks "
                         f"{node.name} {node.version}, which depends on {_group_text(group)} and "
                         "cannot be upgraded",
                     )
@@ -550,6 +571,8 @@ def plan_packages(
     for key, reason in dropped.items():
         request = by_key[key]
         status = PackageStatus.HELD if findings is None else PackageStatus.FAILED
+        if findings is None:
+            reason = f"kept back: {reason}"
         planned.append(
             PlannedPackage(
                 request.package.name,

@@ -1,0 +1,171 @@
+"""dpkg planning against the real Debian mirror: apt agreement, distroless, and failures.
+
+The reference for update-all is the host's `apt-get` run with `-o Dir=<copy of the image>`, so
+apt reads the image's own dpkg status, sources and keys; no code from the image runs, and
+`Dir::Etc::Parts` points at an empty directory so the image's apt.conf.d hooks are not read.
+Faults are injected by changing the expected hash or the clock, as each test says; the files
+themselves come from the real mirror.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from suture.ecosystems.base import PackageStatus, Plan, PlanOptions
+from suture.ecosystems.dpkg.database import read_database
+from suture.ecosystems.dpkg.ecosystem import DpkgEcosystem
+from suture.ecosystems.dpkg.fetch import fetch_packages, new_client
+from suture.ecosystems.dpkg.release import (
+    fetch_index,
+    fetch_release,
+    image_certificates,
+    shipped_certificates,
+    verify_clearsigned,
+)
+from suture.ecosystems.dpkg.sources import AptSource
+from suture.errors import PackageError, RepositoryError, SignatureError
+from suture.image.merged import DirectoryFileSystem
+from tests.harness.mirror import debian_mirror_url, security_mirror_url
+
+pytestmark = pytest.mark.integration
+
+
+def _apt_upgrades(rootfs: Path, scratch: Path) -> dict[str, str]:
+    """Run the host's apt-get against `rootfs`; return {name: version} of `-s upgrade`."""
+    parts = scratch / "empty-parts"
+    parts.mkdir(exist_ok=True)
+    for directory in ("var/lib/apt/lists/partial", "var/cache/apt/archives/partial"):
+        (rootfs / directory).mkdir(parents=True, exist_ok=True)
+    options = [
+        "-o", f"Dir={rootfs}",
+        "-o", f"Dir::Etc::Parts={parts}",
+        "-o", "Debug::NoLocking=1",
+        "-o", "APT::Sandbox::User=root",
+    ]
+    subprocess.run(
+        ["apt-get", *options, "-q", "update"], check=True, capture_output=True, timeout=600
+    )
+    completed = subprocess.run(
+        ["apt-get", *options, "-s", "upgrade"],
+        check=True, capture_output=True, text=True, timeout=600,
+    )
+    upgrades: dict[str, str] = {}
+    for line in completed.stdout.splitlines():
+        if line.startswith("Inst "):
+            words = line.split()
+            upgrades[words[1].split(":")[0]] = words[3].strip("(")
+    return upgrades
+
+
+def _plan(rootfs: Path, cache: Path, **options: Any) -> Plan:
+    return DpkgEcosystem().plan(
+        DirectoryFileSystem(rootfs), None, PlanOptions(cache_dir=cache, **options)
+    )
+
+
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="apt-get is not on this machine")
+@pytest.mark.parametrize("image", ["debian-bookworm", "debian-trixie"])
+def test_update_all_matches_apt(images: Any, tmp_path: Path, image: str) -> None:
+    rootfs = images.fresh_rootfs(image, tmp_path / "rootfs")
+    plan = _plan(rootfs, tmp_path / "cache")
+    expected = _apt_upgrades(rootfs, tmp_path)
+    planned = {p.name: p.target for p in plan.updates}
+    assert planned == expected
+    assert set(plan.downloads) == {f"{p.name}:{p.architecture}" for p in plan.updates}
+
+
+def test_distroless_plans_with_host_sources(images: Any, tmp_path: Path) -> None:
+    rootfs = images.rootfs("distroless-bookworm")
+    fs = DirectoryFileSystem(rootfs)
+    assert image_certificates(fs) == [], "distroless has no apt keys, so shipped keys are used"
+    database = read_database(fs)
+    renamed = [p for p in database.packages if Path(p.file).name != p.name]
+    plan = _plan(rootfs, tmp_path / "cache", host_apt_dir=Path("/etc/apt"))
+    assert plan.distribution.endswith("bookworm")
+    assert renamed, "the fixture has status.d files named differently from their package"
+    for package in plan.updates:
+        assert database.find(package.name, package.architecture) is not None
+    # Dependencies the image never had (ca-certificates on openssl) keep nothing back.
+    held = [p for p in plan.packages if p.status is PackageStatus.HELD]
+    assert held == []
+
+
+def _bookworm_source() -> AptSource:
+    return AptSource(debian_mirror_url(), "bookworm", ("main",), origin="host")
+
+
+def test_bad_signature_is_rejected(tmp_path: Path) -> None:
+    with new_client() as client:
+        response = client.get(f"{_bookworm_source().dist_url}/InRelease")
+    # Fault injection: one byte of the signed text is changed after download.
+    data = response.content.replace(b"Codename: bookworm", b"Codename: bookwork", 1)
+    with pytest.raises(SignatureError, match="InRelease"):
+        verify_clearsigned(data, shipped_certificates(), "InRelease of bookworm")
+
+
+def test_expired_valid_until_names_suite(memory_fs_empty: Any) -> None:
+    # The security archive sets Valid-Until; the main archive does not.
+    source = AptSource(security_mirror_url(), "bookworm-security", ("main",), origin="host")
+    # Fault injection: the clock is moved a year ahead so Valid-Until has passed.
+    later = datetime.now(UTC) + timedelta(days=365)
+    with new_client() as client:
+        with pytest.raises(RepositoryError, match="bookworm-security"):
+            fetch_release(client, source, memory_fs_empty, list, now=later)
+        release = fetch_release(
+            client, source, memory_fs_empty, list, now=later, allow_insecure=True
+        )
+    assert any("expired" in note for note in release.notes)
+
+
+def test_tampered_index_is_rejected(memory_fs_empty: Any, tmp_path: Path) -> None:
+    with new_client() as client:
+        release = fetch_release(client, _bookworm_source(), memory_fs_empty, list)
+        name = "main/binary-all/Packages.xz"
+        entry = release.files[name]
+        # Fault injection: the signed Release is made to list another hash.
+        files = dict(release.files)
+        files[name] = replace(entry, sha256="0" * 64)
+        tampered = replace(release, files=files)
+        with pytest.raises(RepositoryError, match="does not match the signed Release"):
+            fetch_index(client, tampered, "main/binary-all/Packages", tmp_path)
+    assert list((tmp_path / "indexes").iterdir()) == []
+
+
+def test_tampered_package_leaves_cache_empty(images: Any, tmp_path: Path) -> None:
+    plan = _plan(images.rootfs("debian-bookworm"), tmp_path / "cache")
+    if not plan.downloads:
+        pytest.skip("the debian-bookworm fixture has no pending updates on this mirror")
+    key, package = sorted(plan.downloads.items(), key=lambda item: item[1].size)[0]
+    # Fault injection: the plan expects another hash than the mirror serves.
+    bad = replace(plan, downloads={key: replace(package, sha256="f" * 64)})
+    cache = tmp_path / "packages-cache"
+    with pytest.raises(PackageError, match=package.name) as raised:
+        fetch_packages(bad, cache)
+    assert package.url in str(raised.value)
+    assert list((cache / "packages").iterdir()) == []
+
+
+def test_fetch_packages_verifies_and_counts(images: Any, tmp_path: Path) -> None:
+    plan = _plan(images.rootfs("debian-bookworm"), tmp_path / "cache")
+    if not plan.downloads:
+        pytest.skip("the debian-bookworm fixture has no pending updates on this mirror")
+    smallest = sorted(plan.downloads.items(), key=lambda item: item[1].size)[:3]
+    subset = replace(plan, downloads=dict(smallest))
+    result = fetch_packages(subset, tmp_path / "packages-cache")
+    assert result.bytes_downloaded == sum(p.size for _, p in smallest)
+    assert set(result.paths) == {key for key, _ in smallest}
+    again = fetch_packages(subset, tmp_path / "packages-cache")
+    assert again.bytes_downloaded == 0
+
+
+@pytest.fixture
+def memory_fs_empty(tmp_path: Path) -> DirectoryFileSystem:
+    (tmp_path / "empty-root").mkdir()
+    return DirectoryFileSystem(tmp_path / "empty-root")
