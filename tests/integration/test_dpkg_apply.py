@@ -197,3 +197,154 @@ def test_bookworm_verify_clean(bookworm: Upgraded) -> None:
 def test_bookworm_result_lists_every_update(bookworm: Upgraded) -> None:
     assert sorted(p.name for p in bookworm.result.packages) == sorted(
         u.name for u in bookworm.upgrades)
+
+
+# Distroless: status.d entries under their own names, no status file, no info directory.
+
+
+def _host_candidates(names: list[str]) -> dict[str, str]:
+    """Return the host apt candidate version of each name (the host uses the image's suites)."""
+    output = subprocess.run(["apt-cache", "policy", *names], check=True, capture_output=True,
+                            text=True).stdout
+    candidates: dict[str, str] = {}
+    current = ""
+    for line in output.splitlines():
+        if line and not line.startswith(" "):
+            current = line.rstrip(":")
+        elif line.strip().startswith("Candidate:") and current:
+            candidates[current] = line.split(":", 1)[1].strip()
+    return candidates
+
+
+def _download(name: str, version: str, dest: Path) -> Path:
+    before = set(dest.glob("*.deb"))
+    subprocess.run(["apt-get", "download", "-q", f"{name}={version}"], cwd=dest, check=True,
+                   capture_output=True, timeout=600)
+    (path,) = set(dest.glob("*.deb")) - before
+    return path
+
+
+@dataclass(frozen=True)
+class Distroless:
+    base: Path
+    patched: Path
+    debs: dict[str, Path]
+    result: ApplyResult
+
+
+@pytest.fixture(scope="module")
+def distroless(images: Images, tmp_path_factory: pytest.TempPathFactory) -> Distroless:
+    from suture.ecosystems.dpkg.version import compare_versions
+
+    work = tmp_path_factory.mktemp("dpkg-apply-distroless")
+    base = images.fresh_rootfs("distroless-bookworm", work / "base")
+    view = _directory_view(base)
+    database = read_database(view)
+    installed = {p.name: p for p in database.packages}
+    candidates = _host_candidates(sorted(installed))
+    debs_dir = work / "debs"
+    debs_dir.mkdir()
+    planned = []
+    debs: dict[str, Path] = {}
+    for name, package in sorted(installed.items()):
+        candidate = candidates.get(name, "")
+        if candidate and compare_versions(candidate, package.version) > 0:
+            debs[name] = _download(name, candidate, debs_dir)
+            planned.append((PlannedPackage(name, package.architecture, package.version, "",
+                                           candidate, PackageStatus.UPDATE), debs[name]))
+    if not planned:
+        pytest.skip("the mirror has no newer version of any distroless package")
+    patched = _copy_tree(base, work / "patched")
+    staging = Staging(work / "staging")
+    result = apply_updates(view, database, planned, staging)
+    _materialise(staging, patched)
+    return Distroless(base, patched, debs, result)
+
+
+def test_distroless_no_status_or_info(distroless: Distroless) -> None:
+    assert not (distroless.patched / "var/lib/dpkg/status").exists()
+    assert not (distroless.patched / "var/lib/dpkg/info").exists()
+
+
+def test_distroless_status_d_names_kept(distroless: Distroless) -> None:
+    status_d = "var/lib/dpkg/status.d"
+    before = sorted(p.name for p in (distroless.base / status_d).iterdir())
+    assert sorted(p.name for p in (distroless.patched / status_d).iterdir()) == before
+
+
+def test_distroless_entries_have_new_versions(distroless: Distroless) -> None:
+    database = read_database(_directory_view(distroless.patched))  # type: ignore[arg-type]
+    for name, deb in distroless.debs.items():
+        package = database.find(name)
+        assert package is not None
+        assert package.version == DebFile(deb).version
+
+
+def test_distroless_md5sums_companions_updated(distroless: Distroless) -> None:
+    database = read_database(_directory_view(distroless.patched))  # type: ignore[arg-type]
+    for name, deb in distroless.debs.items():
+        package = database.find(name)
+        assert package is not None
+        companion = distroless.patched / (package.file.lstrip("/") + ".md5sums")
+        if (distroless.base / (package.file.lstrip("/") + ".md5sums")).exists():
+            assert companion.read_bytes() == DebFile(deb).control_files["md5sums"]
+
+
+def test_distroless_files_match_payloads(distroless: Distroless) -> None:
+    differing = []
+    for deb_path in distroless.debs.values():
+        for member, fileobj in DebFile(deb_path).iter_data():
+            if fileobj is None:
+                continue
+            described = _describe(distroless.patched, member.path)
+            expected = ("file", member.mode, member.uid, member.gid, fileobj.read())
+            if described != expected:
+                differing.append(member.path)
+    assert differing == []
+
+
+def test_distroless_bundle_has_new_certificates(distroless: Distroless) -> None:
+    if "ca-certificates" not in distroless.debs:
+        pytest.skip("ca-certificates has no update on the mirror")
+    bundle = (distroless.patched / "etc/ssl/certs/ca-certificates.crt").read_bytes()
+    for member, fileobj in DebFile(distroless.debs["ca-certificates"]).iter_data():
+        if fileobj is not None and member.path.endswith(".crt"):
+            assert fileobj.read().strip() in bundle, member.path
+
+
+# ca-certificates: the offline regeneration against the package's own update-ca-certificates.
+
+
+def test_cacerts_regeneration_matches_update_ca_certificates(
+    images: Images, tmp_path: Path
+) -> None:
+    from suture.ecosystems.dpkg import cacerts
+    from suture.ecosystems.dpkg.unpack import MergedView
+
+    root = images.fresh_rootfs("debian-bookworm-layered", tmp_path / "root")
+    downloads = tmp_path / "debs"
+    downloads.mkdir()
+    version = _host_candidates(["ca-certificates"])["ca-certificates"]
+    deb = _download("ca-certificates", version, downloads)
+    subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
+    certificates = sorted(
+        str(p.relative_to(root / "usr/share/ca-certificates"))
+        for p in (root / "usr/share/ca-certificates").rglob("*.crt"))
+    # A disabled certificate and a stale entry exercise the conf handling.
+    conf = ["# comment", f"!{certificates[0]}", *certificates[1:], "mozilla/Gone_Root.crt"]
+    (root / "etc/ca-certificates.conf").write_text("\n".join(conf) + "\n")
+    (root / "etc/ssl/certs").mkdir(parents=True, exist_ok=True)
+
+    ours = _copy_tree(root, tmp_path / "ours")
+    staging = Staging(tmp_path / "staging")
+    view = _directory_view(root)
+    cacerts.regenerate(MergedView(view, staging), staging)  # type: ignore[arg-type]
+    _materialise(staging, ours)
+
+    # The package's own script, run inside the image's chroot, is the reference.
+    _chroot(root, "/usr/sbin/update-ca-certificates")
+    certs = "etc/ssl/certs"
+    assert sorted(os.listdir(ours / certs)) == sorted(os.listdir(root / certs))
+    differing = [name for name in os.listdir(root / certs)
+                 if _describe(ours, f"/{certs}/{name}") != _describe(root, f"/{certs}/{name}")]
+    assert differing == []

@@ -71,29 +71,35 @@ def pem_certificates(data: bytes) -> list[bytes]:
 
 
 def regenerate(view: MergedView, staging: StagingTree) -> list[str]:
-    """Stage the refreshed conf, bundle, `.pem` links and hash links; return summary notes."""
+    """Stage the refreshed conf, bundle, `.pem` links and hash links; return summary notes.
+
+    An image without `/etc/ca-certificates.conf` never ran update-ca-certificates (distroless
+    builds its bundle itself), so only the bundle is rewritten there, from every certificate
+    the package ships, and no links are added.
+    """
     available = _certificate_files(view, CERTS_DIR)
     conf_data = view.read(CONF_PATH)
-    conf_lines = conf_data.decode("utf-8", errors="replace").splitlines() if conf_data else []
-    new_conf, enabled = _refresh_conf(conf_lines, available)
-    if conf_data is not None and "\n".join(new_conf) + "\n" != conf_data.decode(
-            "utf-8", errors="replace"):
+    local = sorted(_certificate_files(view, LOCAL_CERTS_DIR, prefix=LOCAL_CERTS_DIR))
+    if conf_data is None:
+        certificates = [f"{CERTS_DIR}/{name}" for name in available] + local
+        _stage_text(view, staging, BUNDLE_PATH, _bundle(view, certificates))
+        return [f"{PACKAGE}: regenerated {BUNDLE_PATH} offline from {len(certificates)} "
+                "certificates; the image has no ca-certificates.conf, so no hash links"]
+
+    conf_text = conf_data.decode("utf-8", errors="replace")
+    new_conf, enabled = _refresh_conf(conf_text.splitlines(), available)
+    if "\n".join(new_conf) + "\n" != conf_text:
         _stage_text(view, staging, CONF_PATH, ("\n".join(new_conf) + "\n").encode())
 
-    certificates = [f"{CERTS_DIR}/{name}" for name in enabled]
-    certificates += sorted(_certificate_files(view, LOCAL_CERTS_DIR, prefix=LOCAL_CERTS_DIR))
-    bundle = bytearray()
+    certificates = [f"{CERTS_DIR}/{name}" for name in enabled] + local
+    _stage_text(view, staging, BUNDLE_PATH, _bundle(view, certificates))
     pem_links: dict[str, str] = {}
     for path in certificates:
-        data = view.read(path) or b""
-        bundle += data if data.endswith(b"\n") or not data else data + b"\n"
         name = posixpath.basename(path).removesuffix(".crt")
         name = re.sub(r"[ ,]", "_", name).replace("(", "=").replace(")", "=")
         pem_links[f"{name}.pem"] = path
-    _stage_text(view, staging, BUNDLE_PATH, bytes(bundle))
 
-    existing = view.listdir(ETC_CERTS_DIR)
-    for name in existing:
+    for name in view.listdir(ETC_CERTS_DIR):
         node = view.lstat(f"{ETC_CERTS_DIR}/{name}")
         if node is None or node.type is not FileType.SYMLINK:
             continue
@@ -109,6 +115,14 @@ def regenerate(view: MergedView, staging: StagingTree) -> list[str]:
     _rehash(view, staging)
     return [f"{PACKAGE}: regenerated {BUNDLE_PATH} and its hash links offline "
             f"({len(certificates)} certificates), as update-ca-certificates would"]
+
+
+def _bundle(view: MergedView, certificates: list[str]) -> bytes:
+    bundle = bytearray()
+    for path in certificates:
+        data = view.read(path) or b""
+        bundle += data if data.endswith(b"\n") or not data else data + b"\n"
+    return bytes(bundle)
 
 
 def _refresh_conf(lines: list[str], available: list[str]) -> tuple[list[str], list[str]]:
