@@ -105,7 +105,8 @@ def merge_package_updates(previous: Sequence[str], new: Sequence[str]) -> list[s
 
     A package updated by both keeps its first old version and takes its new target version, so
     the list describes the combined layer against the original image. Lines that do not have
-    the `name old -> new` form are kept once each, in order.
+    the `name old -> new` form are kept once each. The result is sorted, so a re-patch records
+    the same list, and so the same config, as one patch with all the updates.
     """
     merged: dict[str, str] = {}
     for line in [*previous, *new]:
@@ -118,7 +119,7 @@ def merge_package_updates(previous: Sequence[str], new: Sequence[str]) -> list[s
             merged[name] = line
         else:
             merged.setdefault(line, line)
-    return list(merged.values())
+    return sorted(merged.values())
 
 
 def append_patch_layer(

@@ -199,7 +199,7 @@ def test_repatch_keeps_one_patch_layer(image: Image, tmp_path: Path) -> None:
     assert comments.count("suture patch") == 1
     assert base_digest_of(twice) == image.digest
     assert twice.manifest.annotations[ANNOTATION_BASE_DIGEST] == image.digest
-    assert twice.manifest.annotations[ANNOTATION_PATCH_PACKAGES] == "tool 1 -> 2, other 5 -> 6"
+    assert twice.manifest.annotations[ANNOTATION_PATCH_PACKAGES] == "other 5 -> 6, tool 1 -> 2"
 
 
 def test_repatch_layer_holds_both_patches(image: Image, tmp_path: Path) -> None:
@@ -212,6 +212,16 @@ def test_repatch_layer_holds_both_patches(image: Image, tmp_path: Path) -> None:
     assert view.read("/usr/bin/tool") == b"tool v2"
     assert view.read("/usr/bin/other") == b"other v2"
     assert twice.config.diff_ids[-1] == single.config.diff_ids[-1]
+
+
+def test_repatch_equals_single_patch_manifest(image: Image, tmp_path: Path) -> None:
+    once = _patch(image, tmp_path, "a", {"/usr/bin/tool": b"tool v2"}, ["tool 1 -> 2"])
+    twice = _patch(once, tmp_path, "b", {"/usr/bin/other": b"other v2"}, ["other 5 -> 6"])
+    single = _patch(image, tmp_path, "c",
+                    {"/usr/bin/tool": b"tool v2", "/usr/bin/other": b"other v2"},
+                    ["tool 1 -> 2", "other 5 -> 6"])
+    assert twice.config.raw == single.config.raw
+    assert twice.digest == single.digest
 
 
 def test_repatch_gives_same_digest_twice(image: Image, tmp_path: Path) -> None:
@@ -265,9 +275,9 @@ def test_docker_manifest_rejects_zstd(tmp_path: Path) -> None:
     ("previous", "new", "expected"),
     [
         ([], ["a 1 -> 2"], ["a 1 -> 2"]),
-        (["a 1 -> 2"], ["b 3 -> 4"], ["a 1 -> 2", "b 3 -> 4"]),
+        (["b 3 -> 4"], ["a 1 -> 2"], ["a 1 -> 2", "b 3 -> 4"]),
         (["a 1 -> 2", "b 3 -> 4"], ["a 2 -> 5"], ["a 1 -> 5", "b 3 -> 4"]),
-        (["free text"], ["free text", "a 1 -> 2"], ["free text", "a 1 -> 2"]),
+        (["free text"], ["free text", "a 1 -> 2"], ["a 1 -> 2", "free text"]),
     ],
 )
 def test_merge_package_updates(previous: list[str], new: list[str], expected: list[str]) -> None:
