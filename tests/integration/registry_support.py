@@ -186,7 +186,8 @@ def log_requests_since(log_path: Path, offset: int) -> list[str]:
 # Fault injection.
 
 # "forward", "drop" (close without a response), "truncate" (half the body), "corrupt" (flip a
-# bit of the first body byte), or an HTTP status such as "500" or "429".
+# bit of the first body byte), "challenge" (401 with a Basic challenge), "redirect" (307 to the
+# same proxy under the host name localhost), or an HTTP status such as "500" or "429".
 Action = str
 
 
@@ -197,6 +198,7 @@ class FaultPlan:
     decide: Callable[[str, str, int], Action]
     retry_after: str = "1"
     seen: list[tuple[str, str, Action]] = field(default_factory=list)
+    authorized: list[tuple[str, bool]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def action(self, method: str, path: str) -> Action:
@@ -219,7 +221,21 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         action = self.server.plan.action(self.command, self.path)
+        with self.server.plan.lock:
+            self.server.plan.authorized.append((self.path, "Authorization" in self.headers))
         if action == "drop":
+            self.close_connection = True
+            return
+        if action in ("challenge", "redirect"):
+            self.send_response(401 if action == "challenge" else 307)
+            if action == "challenge":
+                self.send_header("WWW-Authenticate", 'Basic realm="fault-proxy"')
+            else:
+                port = self.server.server_address[1]
+                self.send_header("Location", f"http://localhost:{port}{self.path}?redirected=1")
+            self.send_header("Content-Length", "0")
+            self.send_header("Connection", "close")
+            self.end_headers()
             self.close_connection = True
             return
         if action.isdigit():

@@ -15,6 +15,7 @@ from suture.image.model import Image, ImageIndex, RawManifest
 from suture.image.reference import Reference
 from suture.image.registry.artifacts import read_registry, write_registry
 from suture.image.registry.client import RegistryClient, RegistrySettings
+from suture.image.registry.credentials import CredentialSources
 from suture.image.registry.retry import RetryPolicy
 from suture.image.transports import (
     TransportOptions,
@@ -377,3 +378,31 @@ def test_corrupt_blob_is_rejected(registry_plain: Registry, tmp_path: Path) -> N
         assert isinstance(pulled, Image)
         with pytest.raises(DigestMismatchError, match=layer.digest):
             pulled.blobs.read_blob(layer)
+
+
+def test_blob_redirect_drops_authorization(registry_plain: Registry, tmp_path: Path) -> None:
+    image = build_image(tmp_path, [97])
+    write_artifact(parse_location(f"{registry_plain.host}/rt/redirect:v1"), image)
+    layer = image.manifest.layers[0]
+
+    def decide(method: str, path: str, count: int) -> str:
+        if path == "/v2/":
+            return "challenge"
+        if method == "GET" and path.endswith(layer.digest):
+            return "redirect"
+        return "forward"
+
+    plan = FaultPlan(decide)
+    settings = RegistrySettings(credentials=CredentialSources("user", "password"),
+                                retry=_no_wait())
+    with fault_proxy(registry_plain.host, plan) as proxy, \
+            RegistryClient(proxy, settings) as client:
+        pulled = read_registry(client, Reference.parse(f"{proxy}/rt/redirect:v1"))
+        assert isinstance(pulled, Image)
+        data = pulled.blobs.read_blob(layer)
+
+    direct = [sent for path, sent in plan.authorized if path.endswith(layer.digest)]
+    redirected = [sent for path, sent in plan.authorized if path.endswith("redirected=1")]
+    assert data == image.blobs.read_blob(layer)
+    assert direct == [True]
+    assert redirected == [False]
