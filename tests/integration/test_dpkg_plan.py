@@ -1,8 +1,8 @@
 """dpkg planning against the real Debian mirror: apt agreement, distroless, and failures.
 
 The reference for update-all is the host's `apt-get` run with `-o Dir=<copy of the image>`, so
-apt reads the image's own dpkg status, sources and keys; no code from the image runs, and
-`Dir::Etc::Parts` points at an empty directory so the image's apt.conf.d hooks are not read.
+apt reads the image's own dpkg status, sources and keys. No code from the image runs, because
+`Dir::Etc::Parts` points at an empty directory and the image's apt.conf.d hooks are not read.
 Faults are injected by changing the expected hash or the clock, as each test says; the files
 themselves come from the real mirror.
 """
@@ -110,23 +110,23 @@ def test_bad_signature_is_rejected(tmp_path: Path) -> None:
         verify_clearsigned(data, shipped_certificates(), "InRelease of bookworm")
 
 
-def test_expired_valid_until_names_suite(memory_fs_empty: Any) -> None:
+def test_expired_valid_until_names_suite(empty_fs: Any) -> None:
     # The security archive sets Valid-Until; the main archive does not.
     source = AptSource(security_mirror_url(), "bookworm-security", ("main",), origin="host")
     # Fault injection: the clock is moved a year ahead so Valid-Until has passed.
     later = datetime.now(UTC) + timedelta(days=365)
     with new_client() as client:
         with pytest.raises(RepositoryError, match="bookworm-security"):
-            fetch_release(client, source, memory_fs_empty, list, now=later)
+            fetch_release(client, source, empty_fs, list, now=later)
         release = fetch_release(
-            client, source, memory_fs_empty, list, now=later, allow_insecure=True
+            client, source, empty_fs, list, now=later, allow_insecure=True
         )
     assert any("expired" in note for note in release.notes)
 
 
-def test_tampered_index_is_rejected(memory_fs_empty: Any, tmp_path: Path) -> None:
+def test_tampered_index_is_rejected(empty_fs: Any, tmp_path: Path) -> None:
     with new_client() as client:
-        release = fetch_release(client, _bookworm_source(), memory_fs_empty, list)
+        release = fetch_release(client, _bookworm_source(), empty_fs, list)
         name = "main/binary-all/Packages.xz"
         entry = release.files[name]
         # Fault injection: the signed Release is made to list another hash.
@@ -166,6 +166,6 @@ def test_fetch_packages_verifies_and_counts(images: Any, tmp_path: Path) -> None
 
 
 @pytest.fixture
-def memory_fs_empty(tmp_path: Path) -> DirectoryFileSystem:
+def empty_fs(tmp_path: Path) -> DirectoryFileSystem:
     (tmp_path / "empty-root").mkdir()
     return DirectoryFileSystem(tmp_path / "empty-root")

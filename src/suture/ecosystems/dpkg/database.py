@@ -36,7 +36,7 @@ _SOURCE_RE = re.compile(r"^(?P<name>\S+)(?:\s*\((?P<version>[^)]+)\))?\s*$")
 
 
 class DatabaseForm(StrEnum):
-    """Where an image keeps its dpkg database."""
+    """Form of an image's dpkg database: one status file, status.d entries, or both."""
 
     STATUS = "status"
     STATUS_D = "status.d"
@@ -256,8 +256,8 @@ def _read_text(fs: FileSystemView, path: str) -> str | None:
 
 
 def _native_architecture(fs: FileSystemView, packages: list[InstalledPackage]) -> str:
-    # dpkg's own architecture is the native one; images without dpkg (distroless) fall back to
-    # libc6 and base-files, then to the most common architecture that is not `all`.
+    # dpkg's own architecture is the native one. Images without dpkg (distroless) fall back to
+    # libc6 and base-files, then to the most common architecture other than `all`.
     for name in ("dpkg", "libc6", "base-files"):
         for package in packages:
             if package.name == name and package.architecture not in ("", "all"):

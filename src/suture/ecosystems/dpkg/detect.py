@@ -1,9 +1,9 @@
 """Which Debian-family distribution and release an image runs.
 
-Sources, in order: `/etc/os-release` (or `/usr/lib/os-release`, see os-release(5)) for `ID`,
-`ID_LIKE`, `VERSION_ID` and `VERSION_CODENAME`; then, when the codename is missing (Debian
-testing and sid, some distroless images), `/etc/debian_version` and the version of the installed
-`base-files` package, whose major number is the Debian release.
+The first source is `/etc/os-release` (or `/usr/lib/os-release`, see os-release(5)), which gives
+`ID`, `ID_LIKE`, `VERSION_ID` and `VERSION_CODENAME`. Debian testing, sid and some distroless
+images have no codename there. For them the codename comes from `/etc/debian_version`, else
+from the version of the installed `base-files` package, whose major number is the release.
 """
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ class DpkgEcosystem:
 
 
 def _architectures(fs: FileSystemView, database: DpkgDatabase) -> list[str]:
-    # /var/lib/dpkg/arch lists the architectures dpkg was told about (native and foreign).
+    # /var/lib/dpkg/arch lists the architectures added with `dpkg --add-architecture`.
     architectures = [database.native_architecture] if database.native_architecture else []
     data = fs.read(DPKG_ARCH_PATH)
     listed = data.decode(errors="replace").split() if data is not None else []

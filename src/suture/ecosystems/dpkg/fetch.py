@@ -60,7 +60,7 @@ def download(
 ) -> int:
     """Download `url` into `destination` with bounded retries; return the number of bytes.
 
-    Retries connection errors, timeouts and 408/429/5xx answers up to MAX_ATTEMPTS times with
+    Retries connection errors, timeouts and 408/429/5xx responses up to MAX_ATTEMPTS times with
     exponential backoff. Raises NotFoundError for 404 and 410, RepositoryError otherwise.
     """
     delay = 0.5
@@ -182,7 +182,7 @@ def fetch_packages(
 ) -> FetchResult:
     """Download every file in `plan.downloads` concurrently into the cache, verified.
 
-    The first failure is raised once the other downloads stop; files that verified stay in the
+    The first failure is raised once the other downloads stop. Files that verified stay in the
     cache, which is harmless because they are addressed by their hash.
     """
     paths: dict[str, Path] = {}

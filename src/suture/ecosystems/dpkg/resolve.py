@@ -1,8 +1,8 @@
 """Planning: target versions for findings or update-all, then the dependency closure.
 
 The rules mirror apt without running it:
-- the candidate of a package is the newest version for its architecture in the image's suites
-  (`Architecture: all` versions come from the same `binary-<arch>` index); suites marked
+- the candidate of a package is the newest version for its architecture in the image's suites.
+  `Architecture: all` versions come from the same `binary-<arch>` index. Suites marked
   `NotAutomatic` (backports) count only for packages installed from them;
 - every upgraded package's `Pre-Depends` and `Depends` must hold in the final set of installed
   and upgraded packages; an installed dependency that is too old is upgraded ("required by X"),
@@ -195,7 +195,7 @@ def _group_text(group: tuple[Relation, ...]) -> str:
 
 @dataclass(frozen=True)
 class Request:
-    """A package the caller wants upgraded, with what the findings say about it."""
+    """A requested upgrade, with the fixed version and vulnerability ids from the findings."""
 
     package: InstalledPackage
     candidate: Candidate

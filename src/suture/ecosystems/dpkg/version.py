@@ -1,8 +1,9 @@
 """Debian package version comparison, as specified in deb-version(7).
 
-A version is `[epoch:]upstream_version[-debian_revision]`. Epochs compare numerically; the
-upstream version and revision compare by alternating non-digit and digit runs, where `~` sorts
-before everything (even the end of the string) and letters sort before other characters.
+A version is `[epoch:]upstream_version[-debian_revision]`. Epochs compare numerically. The
+upstream version and the revision compare by alternating non-digit and digit runs. In non-digit
+runs `~` sorts before everything, even the end of the string, and letters sort before other
+characters.
 
 The comparison is python-debian's `debian.debian_support.version_compare`, a pure-Python
 implementation of dpkg's `verrevcmp`; tests check it against `dpkg --compare-versions`.
