@@ -7,7 +7,7 @@ re-exported here) puts that layer on top of an image.
 
 Re-patching an image suture already patched works like this:
 1. the pipeline reads the patched image and builds the merged view of all its layers, previous
-   patch included, so the engine sees the image as it runs today;
+   patch included, so the engine works on the image as it runs today;
 2. it seeds a new Staging with the previous patch layer (`seed_staging`, which uses
    `Staging.load_layer`), so files the previous patch changed stay changed;
 3. the engine applies the new updates into that staging. A file the previous patch added and
@@ -17,9 +17,10 @@ Re-patching an image suture already patched works like this:
    `append_patch_layer` drops the previous patch layer and appends the new one, so the image
    still carries exactly one suture layer on top of unchanged original layers.
 
-NOTE: such a redundant whiteout (only when one package is updated by both patches and its newer
-version drops a file the first patch added) makes the re-patch layer differ from a single patch
-of the original, because the merged view cannot tell whether an original layer had the path.
+NOTE: such a redundant whiteout makes the re-patch layer differ from a single patch of the
+original. It appears only when both patches update one package and its newer version drops a
+file the first patch added, because the merged view cannot tell whether an original layer had
+that path.
 """
 
 from __future__ import annotations
