@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from suture.errors import AuthError, DigestMismatchError, RegistryError
+from suture.image.cache import BlobCache
 from suture.image.model import Image, ImageIndex, RawManifest
 from suture.image.reference import Reference
 from suture.image.registry.artifacts import read_registry, write_registry
@@ -406,3 +407,25 @@ def test_blob_redirect_drops_authorization(registry_plain: Registry, tmp_path: P
     assert data == image.blobs.read_blob(layer)
     assert direct == [True]
     assert redirected == [False]
+
+
+def test_blob_cache_serves_repeated_reads(registry_plain: Registry, tmp_path: Path) -> None:
+    image = build_image(tmp_path / "image", [98])
+    location = parse_location(f"{registry_plain.host}/rt/cached:v1")
+    write_artifact(location, image)
+    layer = image.manifest.layers[0]
+    progress: list[tuple[str, int, int | None]] = []
+    options = TransportOptions(cache=BlobCache(tmp_path / "cache"),
+                               progress=lambda *event: progress.append(event))
+    offset = log_offset(registry_plain.log_path)
+
+    pulled = read_artifact(location, options)
+    first = pulled.blobs.read_blob(layer)
+    second = pulled.blobs.read_blob(layer)
+
+    blob_gets = [r for r in log_requests_since(registry_plain.log_path, offset)
+                 if r == f"GET /v2/rt/cached/blobs/{layer.digest}"]
+    assert first == image.blobs.read_blob(layer)
+    assert second == first
+    assert len(blob_gets) == 1
+    assert progress[-1] == (f"download {layer.digest[:19]}", layer.size, layer.size)

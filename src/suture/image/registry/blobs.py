@@ -97,11 +97,18 @@ class _ResumableBody(io.RawIOBase):
             if chunk is None:
                 return 0
             self._pending = chunk
+            self._report_progress()
         count = min(len(view), len(self._pending))
         view[:count] = self._pending[:count]
         self._pending = self._pending[count:]
         self._offset += count
         return count
+
+    def _report_progress(self) -> None:
+        progress = self._client.settings.progress
+        if progress is not None:
+            received = self._offset + len(self._pending)
+            progress(f"download {self._descriptor.digest[:19]}", received, self._descriptor.size)
 
     def close(self) -> None:
         if self._response is not None:

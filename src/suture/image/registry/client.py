@@ -439,6 +439,8 @@ class RegistryClient:
         return self._foreign_http
 
     def _load_credentials(self) -> Any:
+        # NOTE: credentials are looked up once per client, for the first repository it talks
+        # to, so an auth file entry for another namespace of the same registry is not used.
         return find_credentials(self.registry, self._repository_for_credentials,
                                 self.settings.credentials)
 

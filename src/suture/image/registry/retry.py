@@ -26,9 +26,8 @@ class RetryPolicy:
     max_attempts: int = 5
     base_delay: float = 0.5
     max_delay: float = 30.0
-    sleep: Callable[[float], None] = field(default=time.sleep, compare=False, repr=False)
-    random_fraction: Callable[[], float] = field(default=random.random, compare=False,
-                                                  repr=False)
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
+    random_fraction: Callable[[], float] = field(default=random.random, repr=False)
 
     def delay(self, attempt: int, retry_after: str | None = None) -> float:
         """Return the seconds to wait after failed attempt number `attempt` (1-based)."""
