@@ -395,3 +395,51 @@ def test_cacerts_regeneration_matches_update_ca_certificates(
     differing = [name for name in os.listdir(root / certs)
                  if _describe(ours, f"/{certs}/{name}") != _describe(root, f"/{certs}/{name}")]
     assert differing == []
+
+
+# arm64 on an amd64 host: nothing from the image can run, and nothing needs to.
+
+ELF_MACHINE_AARCH64 = 183
+
+
+def _foreign_apt(root: Path, architecture: str, *args: str, cwd: Path | None = None) -> str:
+    command = [
+        "apt-get", "-q", "-o", f"Dir={root}",
+        "-o", f"Dir::State::status={root}/var/lib/dpkg/status",
+        "-o", f"APT::Architecture={architecture}", "-o", f"APT::Architectures={architecture}",
+        "-o", "Debug::NoLocking=1", *args,
+    ]
+    return subprocess.run(command, cwd=cwd, check=True, capture_output=True, text=True,
+                          timeout=900).stdout
+
+
+def test_arm64_patch_uses_arm64_payloads(images: Images, tmp_path: Path) -> None:
+    base = images.fresh_rootfs("debian-bookworm-arm64", tmp_path / "base")
+    upgrades = AptOracle(base).pending_upgrades()
+    if not upgrades:
+        pytest.skip("the mirror has no newer version of any package in the arm64 image")
+    downloads = tmp_path / "debs"
+    downloads.mkdir()
+    _foreign_apt(base, "arm64", "download", *(f"{u.name}={u.candidate}" for u in upgrades),
+                 cwd=downloads)
+    debs = {DebFile(p).name: p for p in downloads.glob("*.deb")}
+    planned = [(PlannedPackage(u.name, u.architecture, u.installed, "", u.candidate,
+                               PackageStatus.UPDATE), debs[u.name]) for u in upgrades]
+    view = _directory_view(base)
+    staging = Staging(tmp_path / "staging")
+    apply_updates(view, read_database(view), planned, staging)  # type: ignore[arg-type]
+    patched = _copy_tree(base, tmp_path / "patched")
+    _materialise(staging, patched)
+
+    oracle = AptOracle(patched)
+    assert oracle.pending_upgrades() == []
+    assert oracle.audit() == []
+    assert oracle.verify([u.name for u in upgrades]) == []
+    elf_machines = set()
+    for entry in staging.entries():
+        if entry.content is None:
+            continue
+        head = entry.content.read_bytes()[:20]
+        if head[:4] == b"\x7fELF":
+            elf_machines.add(int.from_bytes(head[18:20], "little"))
+    assert elf_machines == {ELF_MACHINE_AARCH64}
