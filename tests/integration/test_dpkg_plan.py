@@ -37,7 +37,7 @@ from tests.harness.mirror import debian_mirror_url, security_mirror_url
 pytestmark = pytest.mark.integration
 
 
-def _apt_upgrades(rootfs: Path, scratch: Path) -> dict[str, str]:
+def _apt_upgrades(rootfs: Path, scratch: Path, architecture: str) -> dict[str, str]:
     """Run the host's apt-get against `rootfs`; return {name: version} of `-s upgrade`."""
     parts = scratch / "empty-parts"
     parts.mkdir(exist_ok=True)
@@ -48,6 +48,7 @@ def _apt_upgrades(rootfs: Path, scratch: Path) -> dict[str, str]:
         "-o", f"Dir::Etc::Parts={parts}",
         "-o", "Debug::NoLocking=1",
         "-o", "APT::Sandbox::User=root",
+        "-o", f"APT::Architecture={architecture}",
     ]
     subprocess.run(
         ["apt-get", *options, "-q", "update"], check=True, capture_output=True, timeout=600
@@ -71,11 +72,15 @@ def _plan(rootfs: Path, cache: Path, **options: Any) -> Plan:
 
 
 @pytest.mark.skipif(shutil.which("apt-get") is None, reason="apt-get is not on this machine")
-@pytest.mark.parametrize("image", ["debian-bookworm", "debian-trixie"])
+@pytest.mark.parametrize(
+    "image",
+    ["debian-bookworm", "debian-trixie", "debian-bookworm-layered", "debian-bookworm-arm64"],
+)
 def test_update_all_matches_apt(images: Any, tmp_path: Path, image: str) -> None:
     rootfs = images.fresh_rootfs(image, tmp_path / "rootfs")
     plan = _plan(rootfs, tmp_path / "cache")
-    expected = _apt_upgrades(rootfs, tmp_path)
+    architecture = read_database(DirectoryFileSystem(rootfs)).native_architecture
+    expected = _apt_upgrades(rootfs, tmp_path, architecture)
     planned = {p.name: p.target for p in plan.updates}
     assert planned == expected
     assert set(plan.downloads) == {f"{p.name}:{p.architecture}" for p in plan.updates}

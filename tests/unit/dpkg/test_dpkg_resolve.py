@@ -259,3 +259,22 @@ def test_breaks_against_final_set(memory_fs: type[Any], field: str) -> None:
     tzdata = next(p for p in planned if p.name == "tzdata")
     assert tzdata.status is PackageStatus.FAILED
     assert f"vim 2:9.0-1 {field} tzdata (>= 2024b)" in tzdata.reason
+
+
+def test_conflicts_with_virtual_provider(memory_fs: type[Any]) -> None:
+    status = STATUS + (
+        "\nPackage: mta\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1\n"
+        "Provides: mail-transport-agent\n"
+    )
+    packages = PACKAGES_AMD64.replace(
+        "Package: tzdata\nVersion: 2024b-1\n",
+        "Package: tzdata\nVersion: 2024b-1\nConflicts: mail-transport-agent\n",
+    )
+    database = read_database(memory_fs({"/var/lib/dpkg/status": status}))
+    pool = CandidatePool(
+        {"amd64": [PackagesIndex(packages, base_url="http://repo/debian", suite="s")]}, "amd64"
+    )
+    planned, _ = plan_packages(database, pool, [_finding("tzdata", "2024b-1")])
+    tzdata = next(p for p in planned if p.name == "tzdata")
+    assert tzdata.status is PackageStatus.FAILED
+    assert "Conflicts mail-transport-agent, and the plan has mta 1" in tzdata.reason

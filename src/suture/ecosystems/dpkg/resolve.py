@@ -55,7 +55,9 @@ class CandidatePool:
     def candidate(self, name: str, architecture: str, installed: str = "") -> Candidate | None:
         """The version apt would pick for `name`: the newest from automatic suites.
 
-        NOTE: apt pin priorities from /etc/apt/preferences are not read.
+        NOTE: apt pin priorities from /etc/apt/preferences are not read, and Ubuntu's
+        `Phased-Update-Percentage` is not applied, so the plan may include an update that apt
+        2.1.16 or later would defer on a machine outside the rollout phase.
         """
         versions = self.versions(name, architecture)
         automatic = [c for c in versions if not c.not_automatic]
@@ -431,14 +433,24 @@ class _Closure:
 def _check_negative(
     state: _State, changes: Mapping[str, _Change], origin: Mapping[str, str]
 ) -> None:
+    """Raise _Failure when a `Breaks` or `Conflicts` holds between the plan and the final set.
+
+    A relation on a virtual package applies to its providers, except the package itself
+    (the usual `Provides: x`, `Conflicts: x`, `Replaces: x` pattern).
+    """
     for node in state.nodes.values():
         for field_name, relation in node.negative:
-            for other in state.by_name.get(relation.name, ()):
-                if other.key == node.key:
+            targets = [(other, other.version) for other in state.by_name.get(relation.name, ())]
+            targets += [
+                (other, provided.version if provided.op == "=" else "")
+                for other, provided in state.by_provided.get(relation.name, ())
+            ]
+            for other, version in targets:
+                if other.name == node.name:
                     continue
                 if node.key not in changes and other.key not in changes:
                     continue
-                if not relation.accepts(other.version):
+                if relation.op and (not version or not relation.accepts(version)):
                     continue
                 changed = node if node.key in changes else other
                 raise _Failure(
