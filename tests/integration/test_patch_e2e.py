@@ -1,8 +1,8 @@
 """End-to-end tests of `suture patch` on the harness's real images, registry and mirror.
 
-Expectations come from apt itself: the apt oracle runs apt-get in a chroot of the unpacked
-result, and the scanner report for the registry test is built at test time from the security
-upgrades apt finds pending, with CVE ids read from the fixed packages' changelogs.
+Expectations come from apt itself, because the apt oracle runs apt-get in a chroot of the
+unpacked result. The scanner report for the registry test is built at test time from the
+security upgrades apt finds pending, with CVE ids read from the fixed packages' changelogs.
 """
 
 from __future__ import annotations
@@ -371,3 +371,65 @@ def test_report_for_other_distribution_writes_nothing(images: Images, tmp_path: 
     assert result.exit_code == 1
     assert "alpine" in result.stderr
     assert layout_state(layout) == before
+
+
+DEMO = Path(__file__).resolve().parents[2] / "examples"
+
+
+def dpkg_versions(rootfs: Path) -> dict[str, str]:
+    output = subprocess.run(
+        ["dpkg-query", f"--admindir={rootfs}/var/lib/dpkg", "-W", "-f", "${Package}\t${Version}\n"],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return dict(line.split("\t") for line in output.splitlines())
+
+
+def test_demo_command_patches_demo(tmp_path: Path) -> None:
+    from debian.debian_support import version_compare
+
+    shutil.copytree(DEMO, tmp_path / "examples")
+    report = json.loads((tmp_path / "examples" / "demo-report.json").read_text())
+    fixed = {v["PkgName"]: v["FixedVersion"] for v in report["Results"][0]["Vulnerabilities"]}
+
+    result = run("patch", "-i", f"oci:{tmp_path}/examples/demo:bookworm",
+                 "-r", f"{tmp_path}/examples/demo-report.json")
+
+    assert result.exit_code == 0, result.stderr
+    assert "linux/amd64" in result.stderr
+    assert "patched" in result.stderr
+    rootfs = unpack_layout(tmp_path / "examples" / "demo", "bookworm-patched", tmp_path / "root")
+    installed = dpkg_versions(rootfs)
+    for name, version in fixed.items():
+        assert version_compare(installed[name], version) >= 0, name
+    audit = subprocess.run(["dpkg", f"--admindir={rootfs}/var/lib/dpkg", "--audit"],
+                           capture_output=True, text=True, check=False)
+    assert audit.stdout.strip() == ""
+
+
+def test_report_version_drift_warns(tmp_path: Path) -> None:
+    shutil.copytree(DEMO, tmp_path / "examples")
+    path = tmp_path / "examples" / "demo-report.json"
+    report = json.loads(path.read_text())
+    first = report["Results"][0]["Vulnerabilities"][0]
+    first["InstalledVersion"] = "0.0-drifted"
+    path.write_text(json.dumps(report))
+
+    result = run("plan", "-i", f"oci:{tmp_path}/examples/demo:bookworm", "-r", str(path))
+
+    assert result.exit_code == 0, result.stderr
+    assert "0.0-drifted" in result.stderr
+    assert f"update        {first['PkgName']}:" in result.stdout
+
+
+def test_platform_filter_carries_other_over(images: Images, tmp_path: Path) -> None:
+    layout = copy_layout(images, "multiplatform-bookworm", tmp_path / "layout")
+    original = read_blob(layout, ref_descriptor(layout, "latest")["digest"])
+
+    result = run("patch", "-i", f"oci:{layout}:latest", "--platform", "linux/arm64")
+
+    assert result.exit_code == 0, result.stderr
+    patched = read_blob(layout, ref_descriptor(layout, "latest-patched")["digest"])
+    by_arch = {m["platform"]["architecture"]: m for m in patched["manifests"]}
+    before = {m["platform"]["architecture"]: m for m in original["manifests"]}
+    assert by_arch["amd64"] == before["amd64"]
+    assert by_arch["arm64"]["digest"] != before["arm64"]["digest"]
