@@ -82,6 +82,8 @@ def _publish(
     deb: bytes = DEB,
     detached: bool = False,
     signer: Any = None,
+    unsigned: bool = False,
+    date: datetime | None = None,
 ) -> None:
     packages = (
         "Package: hello\nVersion: 2.0\nArchitecture: amd64\n"
@@ -92,9 +94,10 @@ def _publish(
     packages_gz = gzip.compress(packages, mtime=0)
     now = datetime.now(UTC)
     until = valid_until or now + timedelta(days=7)
+    date = date or now - timedelta(hours=1)
     release = (
         "Origin: Test\nSuite: stable\nCodename: bookworm\n"
-        f"Date: {format_datetime(now - timedelta(hours=1), usegmt=True)}\n"
+        f"Date: {format_datetime(date, usegmt=True)}\n"
         f"Valid-Until: {format_datetime(until, usegmt=True)}\n"
         "Architectures: amd64\nComponents: main\nSHA256:\n"
         f" {_sha256(packages_gz)} {len(packages_gz)} main/binary-amd64/Packages.gz\n"
@@ -105,7 +108,9 @@ def _publish(
         sign_key = (signer or key).secrets.signer()
     repo.files.clear()
     base = "/debian/dists/stable"
-    if detached:
+    if unsigned:
+        repo.files[f"{base}/Release"] = release
+    elif detached:
         repo.files[f"{base}/Release"] = release
         repo.files[f"{base}/Release.gpg"] = pysequoia.sign(
             sign_key, release, mode=pysequoia.SignatureMode.DETACHED
@@ -247,3 +252,58 @@ def test_mirror_rewrite_reaches_server(
     options = _options(tmp_path, mirrors=[("http://archive.invalid/debian", url)])
     plan = DpkgEcosystem().plan(fs, None, options)
     assert plan.downloads["hello:amd64"].url.startswith(url)
+
+
+def test_unsigned_repository_needs_flag(
+    repository: tuple[_Repository, str], memory_fs: type[Any], tmp_path: Path
+) -> None:
+    repo, url = repository
+    key = _key()
+    _publish(repo, key, unsigned=True)
+    with pytest.raises(SignatureError, match="not signed"):
+        DpkgEcosystem().plan(_image(memory_fs, url, key), None, _options(tmp_path))
+    plan = DpkgEcosystem().plan(
+        _image(memory_fs, url, key), None, _options(tmp_path, allow_insecure_repositories=True)
+    )
+    assert any("not signed" in note for note in plan.notes)
+
+
+def test_release_dated_in_future(
+    repository: tuple[_Repository, str], memory_fs: type[Any], tmp_path: Path
+) -> None:
+    repo, url = repository
+    key = _key()
+    _publish(repo, key, date=datetime.now(UTC) + timedelta(days=2))
+    with pytest.raises(RepositoryError, match="in the future"):
+        DpkgEcosystem().plan(_image(memory_fs, url, key), None, _options(tmp_path))
+
+
+def test_inline_signed_by_key(
+    repository: tuple[_Repository, str], memory_fs: type[Any], tmp_path: Path
+) -> None:
+    repo, url = repository
+    key = _key()
+    _publish(repo, key)
+    folded = "\n".join(f" {line}" if line else " ." for line in str(key).splitlines())
+    fs = _image(memory_fs, url, key)
+    fs.files["/etc/apt/sources.list.d/test.sources"] = (
+        f"Types: deb\nURIs: {url}\nSuites: stable\nComponents: main\nSigned-By:\n{folded}\n"
+    ).encode()
+    del fs.files["/etc/apt/keyrings/test.asc"]
+    plan = DpkgEcosystem().plan(fs, None, _options(tmp_path))
+    assert [p.name for p in plan.updates] == ["hello"]
+
+
+def test_trusted_source_skips_signature(
+    repository: tuple[_Repository, str], memory_fs: type[Any], tmp_path: Path
+) -> None:
+    repo, url = repository
+    key = _key()
+    _publish(repo, key, signer=_key())
+    fs = _image(memory_fs, url, key)
+    fs.files["/etc/apt/sources.list.d/test.sources"] = (
+        f"Types: deb\nURIs: {url}\nSuites: stable\nComponents: main\nTrusted: yes\n"
+    ).encode()
+    plan = DpkgEcosystem().plan(fs, None, _options(tmp_path))
+    assert any("trusted=yes" in note for note in plan.notes)
+    assert [p.name for p in plan.updates] == ["hello"]
