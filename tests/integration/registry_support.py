@@ -16,9 +16,11 @@ import json
 import os
 import random
 import shutil
+import socket
 import subprocess
 import tarfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -187,7 +189,8 @@ def log_requests_since(log_path: Path, offset: int) -> list[str]:
 
 # "forward", "drop" (close without a response), "truncate" (half the body), "corrupt" (flip a
 # bit of the first body byte), "challenge" (401 with a Basic challenge), "redirect" (307 to the
-# same proxy under the host name localhost), or an HTTP status such as "500" or "429".
+# same proxy under the host name localhost), "partial" (send the registry half the request body,
+# then drop both connections), or an HTTP status such as "500" or "429".
 Action = str
 
 
@@ -224,6 +227,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         with self.server.plan.lock:
             self.server.plan.authorized.append((self.path, "Authorization" in self.headers))
         if action == "drop":
+            self.close_connection = True
+            return
+        if action == "partial":
+            self._send_partial(body)
             self.close_connection = True
             return
         if action in ("challenge", "redirect"):
@@ -273,6 +280,16 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         elif self.command != "HEAD":
             self.wfile.write(data)
         self.close_connection = True
+
+    def _send_partial(self, body: bytes) -> None:
+        host, port = self.server.upstream.rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=30) as upstream:
+            head = [f"{self.command} {self.path} HTTP/1.1"]
+            head += [f"{k}: {v}" for k, v in self.headers.items() if k.lower() != "connection"]
+            head.append("Connection: close")
+            upstream.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body[: len(body) // 2])
+            # Give the registry time to store what it received before the connection breaks.
+            time.sleep(0.5)
 
     do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
 

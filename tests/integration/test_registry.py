@@ -429,3 +429,37 @@ def test_blob_cache_serves_repeated_reads(registry_plain: Registry, tmp_path: Pa
     assert second == first
     assert len(blob_gets) == 1
     assert progress[-1] == (f"download {layer.digest[:19]}", layer.size, layer.size)
+
+
+def test_chunk_upload_restarts_after_partial_body(
+    registry_plain: Registry, tmp_path: Path
+) -> None:
+    # distribution 2.8 keeps the bytes of a broken PATCH but then rejects the session as
+    # "resumed at wrong offset", so the upload must start again in a new session.
+    image = build_image(tmp_path, [99], layer_size=400_000)
+    layer = image.manifest.layers[0]
+
+    patches: list[str] = []
+
+    def decide(method: str, path: str, count: int) -> str:
+        if method == "PATCH":
+            patches.append(path)
+            return "partial" if len(patches) == 3 else "forward"
+        return "forward"
+
+    plan = FaultPlan(decide)
+    with fault_proxy(registry_plain.host, plan) as proxy, \
+            RegistryClient(proxy, _proxied_options(_no_wait(), threshold=1)) as client:
+        reference = Reference.parse(f"{proxy}/rt/partial:v1")
+        pushed = write_registry(client, reference, image)
+        pulled = read_registry(client, reference)
+        assert isinstance(pulled, Image)
+        layers = _read_all_layers(pulled)
+
+    sessions = [path for method, path, _ in plan.seen
+                if method == "POST" and path.endswith("/blobs/uploads/")]
+    assert pushed == image.digest
+    assert layers == _read_all_layers(image)
+    assert [action for _, _, action in plan.seen].count("partial") == 1
+    assert len(sessions) == 3  # the layer twice, then the config
+    assert layer.size > 3 * 64 * 1024

@@ -4,6 +4,8 @@ distribution-spec v1.1, "Pushing blobs": a chunked upload sends each PATCH with
 `Content-Range: <start>-<end>`; when a PATCH fails, `GET <location>` returns the `Range` the
 registry has stored (`0-<last byte>`), and the upload continues from there. If the upload
 session itself is gone, the blob is uploaded again from a new session, a bounded number of times.
+distribution 2.8 takes the second path after a PATCH that broke mid-body: it keeps the bytes it
+received but then rejects the session ("upload resumed at wrong offset").
 """
 
 from __future__ import annotations
@@ -184,9 +186,10 @@ def _upload_status(
     response = client.request("GET", location,
                               scopes=[repository_scope(repository, "pull,push")], what=what,
                               repository=repository)
-    if response.status_code == 404:
-        raise _RestartUpload("the registry lost the upload session")
-    client.check(response, (204,), what, repository, "push")
+    if response.status_code in (401, 403):
+        client.check(response, (204,), what, repository, "push")
+    if response.status_code != 204:
+        raise _RestartUpload(f"the upload session is unusable (HTTP {response.status_code})")
     # distribution 2.8 reports an empty upload as "0-0", the same as one stored byte; chunks are
     # far larger than one byte, so "0-0" is read as nothing stored.
     stored = 0
