@@ -51,7 +51,7 @@ def _b64url(data: bytes) -> str:
 
 @dataclass
 class TokenService:
-    """Signs tokens and records each token request (method, grant, scopes)."""
+    """A token signer with the log of token requests (method, grant, scopes)."""
 
     key: Path
     certificate_der: bytes

@@ -1,7 +1,7 @@
 """Blob uploads: monolithic (POST then PUT) and chunked (POST, PATCH..., PUT) with resumption.
 
 distribution-spec v1.1, "Pushing blobs": a chunked upload sends each PATCH with
-`Content-Range: <start>-<end>`; when a PATCH fails, `GET <location>` returns the `Range` the
+`Content-Range: <start>-<end>`. When a PATCH fails, `GET <location>` returns the `Range` the
 registry has stored (`0-<last byte>`), and the upload continues from there. If the upload
 session itself is gone, the blob is uploaded again from a new session, a bounded number of times.
 distribution 2.8 takes the second path after a PATCH that broke mid-body: it keeps the bytes it
@@ -170,7 +170,7 @@ def _send_chunk(
         policy.sleep(policy.delay(attempt))
         location, stored = _upload_status(client, repository, descriptor, location)
         if not offset <= stored <= offset + len(chunk):
-            raise _RestartUpload(f"the registry holds {stored} bytes, expected {offset} to "
+            raise _RestartUpload(f"the registry has stored {stored} bytes, expected {offset} to "
                                  f"{offset + len(chunk)}")
         logger.warning("%s: chunk at byte %d failed (%s); resuming at byte %d", what, start,
                        failure, stored)
@@ -190,7 +190,7 @@ def _upload_status(
         client.check(response, (204,), what, repository, "push")
     if response.status_code != 204:
         raise _RestartUpload(f"the upload session is unusable (HTTP {response.status_code})")
-    # distribution 2.8 reports an empty upload as "0-0", the same as one stored byte; chunks are
+    # distribution 2.8 reports an empty upload as "0-0", the same as one stored byte. Chunks are
     # far larger than one byte, so "0-0" is read as nothing stored.
     stored = 0
     range_header = response.headers.get("range", "")
