@@ -420,6 +420,7 @@ def test_blob_cache_serves_repeated_reads(registry_plain: Registry, tmp_path: Pa
     offset = log_offset(registry_plain.log_path)
 
     pulled = read_artifact(location, options)
+    assert isinstance(pulled, Image)
     first = pulled.blobs.read_blob(layer)
     second = pulled.blobs.read_blob(layer)
 
