@@ -243,7 +243,9 @@ class ImageCache:
                 work = Path(tmp) / "work"
                 work.mkdir()
                 self.builders[name](out, work)
-                out.rename(target)
+                # Another process may have put a copy there without the lock; keep that one.
+                if not (target / "index.json").exists():
+                    out.rename(target)
             logger.info("built fixture %s in %.1fs", name, time.monotonic() - started)
         return target
 

@@ -8,10 +8,10 @@ request log in a directory of its own and is stopped by PID.
 from __future__ import annotations
 
 import base64
-import shutil
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import ssl

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import ssl
 import subprocess
 import tarfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -15,7 +17,15 @@ from typing import Any
 import pytest
 
 from tests.conftest import Images
+from tests.harness.debrepo import download_debs
 from tests.harness.docker import DockerDaemon
+from tests.harness.faults import (
+    DebianRepositoryServer,
+    FaultProxy,
+    FaultRule,
+    TestRepository,
+    build_test_repository,
+)
 from tests.harness.oracle import AptOracle
 from tests.harness.registry import Registry
 
@@ -274,3 +284,135 @@ def test_docker_daemon_runs_fixture(images: Images, docker_daemon: DockerDaemon)
         "run", "--rm", "--network", "none", "harness/bookworm:latest", "cat", "/etc/debian_version"
     )
     assert result.stdout.strip().startswith("12.")
+
+
+# Fault-injection servers (mocks that say so), checked with real clients.
+
+
+@pytest.fixture(scope="module")
+def test_repository(tmp_path_factory: pytest.TempPathFactory) -> TestRepository:
+    work = tmp_path_factory.mktemp("test-repository")
+    debs = download_debs(["zlib1g", "libzstd1"], "bookworm", "amd64", work / "debs")
+    return build_test_repository(work / "repo", list(debs.values()), suite="bookworm-security")
+
+
+def _apt_get(
+    repository: TestRepository, url: str, work: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run the host's apt-get on only the test repository, with all state under `work`."""
+    sources = work / "sources.list"
+    sources.write_text(
+        f"deb [signed-by={repository.keyring}] {url} {repository.suite} {repository.component}\n",
+        encoding="utf-8",
+    )
+    (work / "parts").mkdir(exist_ok=True)
+    (work / "lists/partial").mkdir(parents=True, exist_ok=True)
+    (work / "archives/partial").mkdir(parents=True, exist_ok=True)
+    options = [
+        f"Dir::Etc::SourceList={sources}",
+        f"Dir::Etc::SourceParts={work / 'parts'}",
+        f"Dir::State::Lists={work / 'lists'}",
+        f"Dir::Cache={work}",
+        f"Dir::Cache::Archives={work / 'archives'}",
+        "APT::Sandbox::User=root",
+        "Debug::NoLocking=1",
+        "Acquire::Retries=0",
+    ]
+    # The host's apt.conf.d may relax checks (Check-Valid-Until), so read none of it.
+    config = work / "apt.conf"
+    config.write_text(f'Dir::Etc::Parts "{work / "parts"}";\n', encoding="utf-8")
+    command = ["apt-get", "-q"]
+    for option in options:
+        command += ["-o", option]
+    return subprocess.run(
+        [*command, *args],
+        env={**os.environ, "APT_CONFIG": str(config)},
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=work / "archives",
+        timeout=120,
+    )
+
+
+def test_repository_server_good_updates(test_repository: TestRepository, tmp_path: Path) -> None:
+    with DebianRepositoryServer(test_repository) as server:
+        result = _apt_get(test_repository, server.url, tmp_path, "update")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "W:" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        ("wrong-key", "NO_PUBKEY"),
+        ("tampered-inrelease", "BADSIG"),
+        ("expired", "expired"),
+        ("corrupt-packages", "Hash Sum mismatch"),
+    ],
+)
+def test_repository_server_faults_rejected(
+    test_repository: TestRepository, tmp_path: Path, fault: str, message: str
+) -> None:
+    with DebianRepositoryServer(test_repository) as server:
+        server.set_faults(fault)
+        result = _apt_get(test_repository, server.url, tmp_path, "update")
+    output = result.stdout + result.stderr
+    assert message in output
+
+
+def test_repository_server_corrupt_deb(test_repository: TestRepository, tmp_path: Path) -> None:
+    with DebianRepositoryServer(test_repository) as server:
+        assert _apt_get(test_repository, server.url, tmp_path, "update").returncode == 0
+        server.set_faults("corrupt-deb")
+        result = _apt_get(test_repository, server.url, tmp_path, "download", "zlib1g")
+    assert result.returncode != 0
+    assert "Hash Sum mismatch" in result.stdout + result.stderr
+
+
+def test_fault_proxy_status_then_pass(registry_plain: Registry) -> None:
+    with FaultProxy(registry_plain.host) as proxy:
+        proxy.add(FaultRule("status", path=r"^/v2/$", status=429, retry_after="1"))
+        url = f"http://{proxy.host}/v2/"
+        with pytest.raises(urllib.error.HTTPError) as raised:
+            urllib.request.urlopen(url, timeout=10)
+        assert raised.value.code == 429
+        assert raised.value.headers["Retry-After"] == "1"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.status == 200
+    assert [r.action for r in proxy.requests] == ["status", "pass"]
+
+
+def test_fault_proxy_drops_connection(registry_plain: Registry) -> None:
+    with FaultProxy(registry_plain.host) as proxy:
+        proxy.add(FaultRule("drop"))
+        with pytest.raises((urllib.error.URLError, http.client.HTTPException, OSError)):
+            urllib.request.urlopen(f"http://{proxy.host}/v2/", timeout=10)
+
+
+def test_fault_proxy_stall_is_bounded(registry_plain: Registry) -> None:
+    with FaultProxy(registry_plain.host) as proxy:
+        proxy.add(FaultRule("stall", delay=1.0))
+        started = time.monotonic()
+        with urllib.request.urlopen(f"http://{proxy.host}/v2/", timeout=10) as response:
+            assert response.status == 200
+        assert 1.0 <= time.monotonic() - started < 10
+
+
+def test_fault_proxy_forwards_push(images: Images, registry_plain: Registry) -> None:
+    with FaultProxy(registry_plain.host) as proxy:
+        result = _skopeo(
+            "copy",
+            "--dest-tls-verify=false",
+            f"oci:{images.layout('distroless-bookworm')}:latest",
+            f"docker://{proxy.host}/harness/proxied:latest",
+        )
+    assert result.returncode == 0, result.stderr
+    assert any(r.method == "PUT" and "/manifests/" in r.path for r in proxy.requests)
+
+
+def test_fault_proxy_truncates_body(registry_plain: Registry) -> None:
+    with FaultProxy(registry_plain.host) as proxy:
+        proxy.add(FaultRule("truncate", path=r"^/v2/_catalog", keep_bytes=3))
+        with pytest.raises(http.client.IncompleteRead):
+            urllib.request.urlopen(f"http://{proxy.host}/v2/_catalog", timeout=10).read()
