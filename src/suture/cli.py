@@ -237,7 +237,18 @@ def _run(params: dict[str, Any]) -> None:
             _fail(error, verbose)
     if not quiet:
         render_summary(summary, out, verbose=verbose > 0)
-    if request.dry_run:
+        _print_result(outcome)
+    if outcome.error is not None:
+        _fail(SutureError(outcome.error), verbose=0)
+    if outcome.failed and not request.ignore_errors:
+        _exit(1)
+
+
+def _print_result(outcome: Any) -> None:
+    out = console()
+    if outcome.error is not None:
+        return
+    if outcome.dry_run:
         out.print("dry run: nothing was written", markup=False)
     elif outcome.changed:
         out.print(f"wrote {outcome.result_reference} ({outcome.result_digest})",
@@ -246,8 +257,6 @@ def _run(params: dict[str, Any]) -> None:
         out.print("nothing was patched", markup=False)
     else:
         out.print("already up to date; no image written", markup=False)
-    if outcome.failed and not request.ignore_errors:
-        _exit(1)
 
 
 def _fail(error: SutureError, verbose: int) -> NoReturn:

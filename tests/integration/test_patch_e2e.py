@@ -433,3 +433,50 @@ def test_platform_filter_carries_other_over(images: Images, tmp_path: Path) -> N
     before = {m["platform"]["architecture"]: m for m in original["manifests"]}
     assert by_arch["amd64"] == before["amd64"]
     assert by_arch["arm64"]["digest"] != before["arm64"]["digest"]
+
+
+def test_unreachable_fix_fails_unless_ignore_errors(tmp_path: Path) -> None:
+    shutil.copytree(DEMO, tmp_path / "examples")
+    layout = tmp_path / "examples" / "demo"
+    path = tmp_path / "examples" / "demo-report.json"
+    report = json.loads(path.read_text())
+    unreachable = report["Results"][0]["Vulnerabilities"][0]
+    unreachable["FixedVersion"] = "9:99.0-1"
+    path.write_text(json.dumps(report))
+    before = layout_state(layout)
+    args = ["patch", "-i", f"oci:{layout}:bookworm", "-r", str(path),
+            "--summary", str(tmp_path / "s.json")]
+
+    failed = run(*args)
+
+    assert failed.exit_code == 1
+    assert f"package {unreachable['PkgName']} cannot be updated" in failed.stderr
+    assert layout_state(layout) == before
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["result"] is None
+    assert summary["platforms"][0]["status"] == "failed"
+
+    ignored = run(*args, "--ignore-errors")
+
+    assert ignored.exit_code == 0, ignored.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["result"]["digest"] == ref_descriptor(layout, "bookworm-patched")["digest"]
+    statuses = {p["name"]: p["status"] for p in summary["platforms"][0]["packages"]}
+    assert statuses[unreachable["PkgName"]] != "updated"
+    assert "updated" in statuses.values()
+
+
+def test_docker_archive_keeps_repository(tmp_path: Path) -> None:
+    archive = tmp_path / "demo.tar"
+    skopeo_copy(f"oci:{DEMO}/demo:bookworm", f"docker-archive:{archive}:example.com/demo:bookworm",
+                [])
+
+    result = run("patch", "-i", f"docker-archive:{archive}")
+
+    assert result.exit_code == 0, result.stderr
+    patched = tmp_path / "bookworm-patched.tar"
+    with tarfile.open(patched) as tar:
+        stream = tar.extractfile("manifest.json")
+        assert stream is not None
+        manifest = json.loads(stream.read())
+    assert manifest[0]["RepoTags"] == ["example.com/demo:bookworm-patched"]

@@ -16,10 +16,12 @@ tag to derive one from, so it needs `-t`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import subprocess
+import tarfile
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TAG_SUFFIX = "patched"
 DEFAULT_LOCAL_TAG = "latest"
 _DAEMON_PROBE_SECONDS = 10.0
+_MAX_MANIFEST_BYTES = 1 << 20
 
 
 def is_full_reference(tag: str) -> bool:
@@ -45,12 +48,37 @@ def source_tag(source: Location) -> str | None:
     if source.transport in ("oci", "oci-archive"):
         return source.tag or DEFAULT_LOCAL_TAG
     if source.transport == "docker-archive":
-        if not source.tag:
+        named = source.tag or _archive_repo_tag(source)
+        if not named or named.startswith("@"):
             return DEFAULT_LOCAL_TAG
-        return Reference.parse(source.tag).tag or DEFAULT_LOCAL_TAG
+        return Reference.parse(named).tag or DEFAULT_LOCAL_TAG
     if source.reference is None:
         return None
     return source.reference.tag
+
+
+def _archive_repo_tag(source: Location) -> str | None:
+    """Return the only RepoTag of a docker-archive with one image, or None.
+
+    `docker save` records the image's tags in manifest.json, so the patched archive can keep
+    the repository when the user names no reference.
+    """
+    if source.path is None:
+        return None
+    try:
+        with tarfile.open(source.path) as archive:
+            member = archive.getmember("manifest.json")
+            if member.size > _MAX_MANIFEST_BYTES:
+                return None
+            stream = archive.extractfile(member)
+            entries = json.loads(stream.read()) if stream is not None else None
+    except (OSError, KeyError, tarfile.TarError, ValueError):
+        # Reading the image later reports what is wrong with the archive.
+        return None
+    if not isinstance(entries, list) or len(entries) != 1 or not isinstance(entries[0], dict):
+        return None
+    tags = entries[0].get("RepoTags") or []
+    return str(tags[0]) if tags else None
 
 
 def new_tag(source: Location, tag: str | None, suffix: str) -> str:
@@ -187,10 +215,11 @@ def _archive_destination(source: Location, target: str) -> Location:
         )
     if source.transport == "oci-archive":
         return replace(source, path=path, tag=plain)
+    named = source.tag or _archive_repo_tag(source)
     if is_full_reference(target):
         reference = target
-    elif source.tag and is_full_reference(source.tag):
-        base = Reference.parse(source.tag)
+    elif named and not named.startswith("@") and is_full_reference(named):
+        base = Reference.parse(named)
         reference = f"{base.registry}/{base.repository}:{target}"
     else:
         reference = target

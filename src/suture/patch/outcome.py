@@ -56,7 +56,10 @@ class PlatformOutcome:
 
 @dataclass(frozen=True)
 class PatchOutcome:
-    """The whole run: the source, where the result went, and each platform's outcome."""
+    """The whole run: the source, where the result went, and each platform's outcome.
+
+    `error` is set when a failure stopped the write (without --ignore-errors).
+    """
 
     source: str
     source_digest: str
@@ -66,6 +69,7 @@ class PatchOutcome:
     result_reference: str | None = None
     result_digest: str | None = None
     seconds: float = 0.0
+    error: str | None = None
 
     @property
     def changed(self) -> bool:

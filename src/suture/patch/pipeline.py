@@ -115,8 +115,9 @@ def run_patch(
 ) -> PatchOutcome:
     """Run the patch job and return its outcome.
 
-    Raises SutureError when the whole command fails (image, reports, destination, or a platform
-    without --ignore-errors); nothing is written in that case.
+    Raises SutureError when the whole command fails (image, reports, destination, or the only
+    platform). When a platform of an index fails, or packages cannot be updated, and
+    --ignore-errors is not given, nothing is written and the outcome's `error` says why.
     """
     started = time.monotonic()
 
@@ -145,14 +146,16 @@ def run_patch(
         outcomes = _patch_platforms(
             targets, reports, request, deadline, progress, show_plan, Path(workdir)
         )
-        failed = [o for o in outcomes if o.status is PlatformStatus.FAILED]
-        if failed and not request.ignore_errors:
-            raise _platform_failure(failed)
-
         outcome = PatchOutcome(
             source=str(source), source_digest=artifact.digest, destination=str(destination),
             platforms=tuple(outcomes), dry_run=request.dry_run,
         )
+        # A failed platform stops the write unless --ignore-errors; the caller still gets the
+        # outcome, so the summary can say which packages failed.
+        failed = [o for o in outcomes if o.status is PlatformStatus.FAILED]
+        if failed and not request.ignore_errors:
+            return replace(outcome, error=_platform_failure(failed),
+                           seconds=time.monotonic() - started)
         patched = {o.original_digest: o.image for o in outcomes if o.image is not None}
         if request.dry_run or not patched:
             return replace(outcome, seconds=time.monotonic() - started)
@@ -171,11 +174,11 @@ def run_patch(
     return outcome
 
 
-def _platform_failure(failed: Sequence[PlatformOutcome]) -> SutureError:
+def _platform_failure(failed: Sequence[PlatformOutcome]) -> str:
     first = failed[0]
     more = f" (and {len(failed) - 1} more platforms)" if len(failed) > 1 else ""
     reason = first.errors[0] if first.errors else "failed"
-    return SutureError(
+    return (
         f"platform {first.platform}: {reason}{more}; nothing was written. "
         "Pass --ignore-errors to write what can be patched"
     )
