@@ -115,7 +115,7 @@ class RegistryClient:
         A manifest requested by digest must hash to it. One requested by tag must hash to the
         `Docker-Content-Digest` header when the registry sends one.
         """
-        what = f"manifest {self.registry}/{repository}:{reference}"
+        what = f"manifest {_display(self.registry, repository, reference)}"
         scopes = [repository_scope(repository, "pull")]
         policy = self.settings.retry
         attempt = 0
@@ -158,7 +158,7 @@ class RegistryClient:
 
     def put_manifest(self, repository: str, reference: str, raw: bytes, media_type: str) -> str:
         """Upload a manifest under a tag or its digest and return its digest."""
-        what = f"manifest {self.registry}/{repository}:{reference}"
+        what = f"manifest {_display(self.registry, repository, reference)}"
         digest = sha256_digest(raw)
         response = self.request(
             "PUT", self.url(f"/v2/{repository}/manifests/{reference}"),
@@ -448,6 +448,11 @@ class RegistryClient:
         client = self._http if self._http is not None else self._foreign_client()
         return self._send_with_retry(lambda: request, f"token request to {request.url.host}",
                                      stream=False, client=client)
+
+
+def _display(registry: str, repository: str, reference: str) -> str:
+    separator = "@" if ":" in reference else ":"
+    return f"{registry}/{repository}{separator}{reference}"
 
 
 def _is_tls_error(error: httpx.TransportError) -> bool:
