@@ -464,3 +464,21 @@ def test_chunk_upload_restarts_after_partial_body(
     assert [action for _, _, action in plan.seen].count("partial") == 1
     assert len(sessions) == 3  # the layer twice, then the config
     assert layer.size > 3 * 64 * 1024
+
+
+def test_push_without_tag_uses_latest(registry_plain: Registry, tmp_path: Path) -> None:
+    image = build_image(tmp_path, [100])
+    write_artifact(parse_location(f"{registry_plain.host}/rt/untagged"), image)
+    pulled = read_artifact(parse_location(f"{registry_plain.host}/rt/untagged:latest"))
+    assert pulled.digest == image.digest
+
+
+def test_push_by_digest_only_sets_no_tag(registry_plain: Registry, tmp_path: Path) -> None:
+    image = build_image(tmp_path, [110])
+    host = registry_plain.host
+    pushed = write_artifact(parse_location(f"{host}/rt/digest-only@{image.digest}"), image)
+    assert pushed == image.digest
+    assert read_artifact(parse_location(f"{host}/rt/digest-only@{image.digest}")).digest \
+        == image.digest
+    with pytest.raises(RegistryError, match="HTTP 404"):
+        read_artifact(parse_location(f"{host}/rt/digest-only:latest"))

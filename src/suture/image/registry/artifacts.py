@@ -87,14 +87,17 @@ def write_registry(client: RegistryClient, reference: Reference, artifact: Artif
     """Push `artifact` to `reference`'s repository and tag; return the top-level digest.
 
     A reference with only a digest is pushed by digest, which must match the artifact's.
+    A reference with neither is pushed under the tag `latest`.
     """
     if reference.digest is not None and reference.digest != artifact.digest:
         raise RegistryError(
             f"cannot push to {reference}: the image's digest is {artifact.digest}; drop the "
             "digest from the destination or use a tag"
         )
+    # As with skopeo, a reference with neither tag nor digest means the tag `latest`.
+    target = reference.tag or (artifact.digest if reference.digest else "latest")
     pusher = _Pusher(client, reference.repository)
-    return pusher.push(artifact, reference.tag or artifact.digest)
+    return pusher.push(artifact, target)
 
 
 class _Pusher:
