@@ -153,11 +153,13 @@ def init_dpkg_root(root: Path) -> None:
     (root / "var/lib/dpkg/status").touch()
 
 
-def dpkg_install(root: Path, *debs: Path) -> subprocess.CompletedProcess[str]:
+def dpkg_install(
+    root: Path, *debs: Path, options: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
     """Install `debs` into `root` with the real dpkg, keeping changed conffiles."""
     return subprocess.run(
         ["dpkg", f"--root={root}", "--log=/dev/null", "--force-depends", "--force-confold",
-         "--force-unsafe-io", "-i", *map(str, debs)],
+         "--force-unsafe-io", *options, "-i", *map(str, debs)],
         check=True, capture_output=True, text=True,
     )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,71 @@ def test_new_package_matches_dpkg(tmp_path: Path) -> None:
     apply_updates(view, read_database(view), [(planned, deb)], staging)
     materialise(staging, actual)
 
+    ours = snapshot(actual)
+    theirs = snapshot(expected)
+    assert sorted(set(ours) ^ set(theirs)) == []
+    assert [p for p in ours if ours[p] != theirs[p]] == []
+
+
+def test_path_filters_match_dpkg(tmp_path: Path) -> None:
+    filters = ("/usr/share/doc/*", "/usr/share/doc/*/copyright", "/usr/share/man/*")
+    kinds = ("exclude", "include", "exclude")
+    files = {"/usr/bin/x": "x1\n", "/usr/share/doc/f/copyright": "c\n",
+             "/usr/share/doc/f/README": "r1\n", "/usr/share/man/man1/x.1": "m\n"}
+    old = build_deb(tmp_path, "f", "1", files)
+    new = build_deb(tmp_path, "f", "2", {**files, "/usr/bin/x": "x2\n",
+                                         "/usr/share/doc/f/NEWS": "n\n"})
+    base = tmp_path / "base"
+    init_dpkg_root(base)
+    (base / "etc/dpkg/dpkg.cfg.d").mkdir(parents=True)
+    (base / "etc/dpkg/dpkg.cfg.d/excludes").write_text(
+        "# slim image\n" + "".join(f"path-{k} {p}\n" for k, p in zip(kinds, filters, strict=True)))
+    # dpkg --root reads the host's configuration, so the same filters go on its command line.
+    options = tuple(f"--path-{k}={p}" for k, p in zip(kinds, filters, strict=True))
+    dpkg_install(base, old, options=options)
+    expected = tmp_path / "by-dpkg"
+    shutil.copytree(base, expected, symlinks=True)
+    dpkg_install(expected, new, options=options)
+
+    actual = tmp_path / "by-suture"
+    shutil.copytree(base, actual, symlinks=True)
+    view = DirectoryView(base)
+    staging = Staging(tmp_path / "staging")
+    planned = PlannedPackage("f", "amd64", "1", "", "2", PackageStatus.UPDATE)
+    apply_updates(view, read_database(view), [(planned, new)], staging)
+    materialise(staging, actual)
+
+    ours = snapshot(actual)
+    theirs = snapshot(expected)
+    assert not (actual / "usr/share/doc/f/NEWS").exists()
+    assert sorted(set(ours) ^ set(theirs)) == []
+    assert [p for p in ours if ours[p] != theirs[p]] == []
+
+
+def test_diversion_matches_dpkg(tmp_path: Path) -> None:
+    old = build_deb(tmp_path, "d", "1", {"/usr/bin/tool": "t1\n", "/usr/bin/other": "o1\n"})
+    new = build_deb(tmp_path, "d", "2", {"/usr/bin/tool": "t2\n", "/usr/bin/other": "o2\n"})
+    base = tmp_path / "base"
+    init_dpkg_root(base)
+    dpkg_install(base, old)
+    # A local diversion moves d's /usr/bin/tool aside, as a wrapper package would.
+    subprocess.run(["dpkg-divert", f"--root={base}", "--local", "--rename", "--divert",
+                    "/usr/bin/tool.distrib", "--add", "/usr/bin/tool"],
+                   check=True, capture_output=True)
+    (base / "usr/bin/tool").write_text("local wrapper\n")
+    expected = tmp_path / "by-dpkg"
+    shutil.copytree(base, expected, symlinks=True)
+    dpkg_install(expected, new)
+
+    actual = tmp_path / "by-suture"
+    shutil.copytree(base, actual, symlinks=True)
+    view = DirectoryView(base)
+    staging = Staging(tmp_path / "staging")
+    planned = PlannedPackage("d", "amd64", "1", "", "2", PackageStatus.UPDATE)
+    apply_updates(view, read_database(view), [(planned, new)], staging)
+    materialise(staging, actual)
+
+    assert (actual / "usr/bin/tool.distrib").read_text() == "t2\n"
     ours = snapshot(actual)
     theirs = snapshot(expected)
     assert sorted(set(ours) ^ set(theirs)) == []

@@ -27,7 +27,7 @@ from suture.errors import EcosystemError
 from suture.image.fsview import FileType
 
 if TYPE_CHECKING:
-    from suture.ecosystems.dpkg.unpack import MergedView, StagingTree
+    from suture.ecosystems.dpkg.mergedview import MergedView, StagingTree
 
 logger = logging.getLogger(__name__)
 

@@ -21,60 +21,30 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO
 
 from suture.ecosystems.base import PackageStatus, PlannedPackage
 from suture.ecosystems.dpkg import cacerts, dbwrite, maintscripts
 from suture.ecosystems.dpkg.database import DpkgDatabase, InstalledPackage
 from suture.ecosystems.dpkg.dbwrite import PackageUpdate, write_database
 from suture.ecosystems.dpkg.debfile import DataMember, DebFile
-from suture.errors import EcosystemError, PackageError
+from suture.ecosystems.dpkg.dpkgconf import (
+    PathFilter,
+    divert,
+    read_diversions,
+    read_path_filters,
+    should_skip,
+)
+from suture.ecosystems.dpkg.mergedview import MergedView, StagingTree
+from suture.errors import PackageError
 from suture.image.fsview import FileSystemView, FileType
-from suture.patch.staging import StagedEntry
+
+__all__ = ["AppliedPackage", "ApplyResult", "ConffileAction", "MergedView", "StagingTree",
+           "apply_updates", "decide_conffile"]
 
 logger = logging.getLogger(__name__)
 
-DIVERSIONS_PATH = "/var/lib/dpkg/diversions"
 NEW_CONFFILE = "newconffile"
-_MAX_SYMLINK_HOPS = 40
-
-
-class StagingTree(Protocol):
-    """The parts of `suture.patch.staging.Staging` the engine uses."""
-
-    def add_file(
-        self,
-        path: str,
-        *,
-        data: bytes | None = None,
-        source: Path | None = None,
-        stream: IO[bytes] | None = None,
-        mode: int = 0o644,
-        uid: int = 0,
-        gid: int = 0,
-        mtime: int | None = None,
-    ) -> StagedEntry: ...
-
-    def add_directory(
-        self, path: str, mode: int = 0o755, uid: int = 0, gid: int = 0, mtime: int | None = None
-    ) -> StagedEntry: ...
-
-    def add_symlink(
-        self, path: str, target: str, uid: int = 0, gid: int = 0, mtime: int | None = None,
-        mode: int = 0o777,
-    ) -> StagedEntry: ...
-
-    def add_hardlink(self, path: str, target: str) -> StagedEntry: ...
-
-    def add_whiteout(self, path: str) -> None: ...
-
-    def lstat(self, path: str) -> StagedEntry | None: ...
-
-    def hides(self, path: str) -> bool: ...
-
-    def read(self, path: str) -> bytes: ...
-
-    def entries(self) -> list[StagedEntry]: ...
 
 
 class ConffileAction(StrEnum):
@@ -129,102 +99,6 @@ def decide_conffile(old_md5: str | None, current_md5: str | None, new_md5: str) 
     return ConffileAction.KEEP_AND_DIST if dist_edited else ConffileAction.KEEP
 
 
-@dataclass(frozen=True)
-class Node:
-    """An entry of the merged view: its type, symlink target and ownership."""
-
-    type: FileType
-    linkname: str = ""
-    mode: int = 0o755
-    uid: int = 0
-    gid: int = 0
-
-
-class MergedView:
-    """The image as the patch layer will leave it: staged entries over the image's view."""
-
-    def __init__(self, fs: FileSystemView, staging: StagingTree) -> None:
-        self.fs = fs
-        self.staging = staging
-
-    def lstat(self, path: str) -> Node | None:
-        if path == "/":
-            return Node(FileType.DIRECTORY)
-        staged = self.staging.lstat(path)
-        if staged is not None:
-            if staged.whiteout:
-                return None
-            return Node(staged.type, staged.linkname, staged.mode, staged.uid, staged.gid)
-        if self.staging.hides(path):
-            return None
-        entry = self.fs.lstat(path)
-        if entry is None:
-            return None
-        return Node(entry.type, entry.linkname, entry.mode, entry.uid, entry.gid)
-
-    def resolve(self, path: str, *, follow_final: bool = True) -> str:
-        """Resolve symlinks in `path` as a chroot would; `..` never climbs above `/`."""
-        pending = [part for part in path.split("/") if part]
-        pending.reverse()
-        result = "/"
-        hops = 0
-        while pending:
-            name = pending.pop()
-            if name == ".":
-                continue
-            if name == "..":
-                result = posixpath.dirname(result)
-                continue
-            candidate = posixpath.join(result, name)
-            node = self.lstat(candidate)
-            if node is not None and node.type is FileType.SYMLINK and (pending or follow_final):
-                hops += 1
-                if hops > _MAX_SYMLINK_HOPS:
-                    raise EcosystemError(
-                        f"too many levels of symlinks resolving {path} in the image"
-                    )
-                if node.linkname.startswith("/"):
-                    result = "/"
-                pending.extend(reversed([p for p in node.linkname.split("/") if p]))
-                continue
-            result = candidate
-        return result
-
-    def read(self, path: str) -> bytes | None:
-        resolved = self.resolve(path)
-        staged = self.staging.lstat(resolved)
-        if staged is not None:
-            if staged.whiteout or staged.type not in (FileType.FILE, FileType.HARDLINK):
-                return None
-            return self.staging.read(resolved)
-        if self.staging.hides(resolved):
-            return None
-        return self.fs.read(resolved)
-
-    def listdir(self, path: str) -> list[str]:
-        names: set[str] = set()
-        staged = self.staging.lstat(path)
-        if not (staged is not None and staged.opaque) and not self.staging.hides(path):
-            names.update(self.fs.listdir(path))
-        prefix = "/" if path == "/" else path + "/"
-        for entry in self.staging.entries():
-            if entry.path.startswith(prefix) and "/" not in entry.path[len(prefix):]:
-                names.add(entry.path[len(prefix):])
-        return sorted(name for name in names if self.lstat(prefix + name) is not None)
-
-
-def read_diversions(view: MergedView) -> dict[str, tuple[str, str]]:
-    """Return diverted path -> (divert-to path, owning package) from dpkg's diversions file."""
-    data = view.read(DIVERSIONS_PATH)
-    if not data:
-        return {}
-    lines = data.decode("utf-8", errors="replace").splitlines()
-    diversions: dict[str, tuple[str, str]] = {}
-    for index in range(0, len(lines) - 2, 3):
-        diversions[lines[index]] = (lines[index + 1], lines[index + 2])
-    return diversions
-
-
 def apply_updates(
     fs: FileSystemView,
     database: DpkgDatabase,
@@ -239,6 +113,7 @@ def apply_updates(
     """
     view = MergedView(fs, staging)
     diversions = read_diversions(view)
+    filters = read_path_filters(view)
     debs = [(planned, _open_planned(planned, path)) for planned, path in updates]
     works: list[PackageUpdate] = []
     written_paths: set[str] = set()
@@ -246,7 +121,7 @@ def apply_updates(
     # Every payload is unpacked first, so the removal pass knows all that the new versions own.
     for _, deb in debs:
         work = PackageUpdate(deb=deb, old=_find_installed(database, deb))
-        _unpack_payload(view, staging, work, diversions, written_paths)
+        _unpack_payload(view, staging, work, diversions, filters, written_paths)
         works.append(work)
 
     owned_by_others = _paths_owned_by_others(view, database, works)
@@ -313,13 +188,6 @@ def _find_installed(database: DpkgDatabase, deb: DebFile) -> InstalledPackage | 
     return found
 
 
-def _divert(path: str, package: str, diversions: Mapping[str, tuple[str, str]]) -> str:
-    diversion = diversions.get(path)
-    if diversion is None or diversion[1] == package:
-        return path
-    return diversion[0]
-
-
 def _destination(view: MergedView, path: str) -> str:
     """Return where `path` lands: its parent resolved through symlinks, its name kept."""
     parent = view.resolve(posixpath.dirname(path))
@@ -344,6 +212,7 @@ def _unpack_payload(
     staging: StagingTree,
     work: PackageUpdate,
     diversions: Mapping[str, tuple[str, str]],
+    filters: Sequence[PathFilter],
     written_paths: set[str],
 ) -> None:
     deb = work.deb
@@ -357,7 +226,10 @@ def _unpack_payload(
             work.list_paths.append("/.")
             continue
         work.list_paths.append(member.path)
-        destination = _destination(view, _divert(member.path, deb.name, diversions))
+        if should_skip(filters, member.path, member.type):
+            # dpkg lists a filtered path as owned but writes nothing there.
+            continue
+        destination = _destination(view, divert(member.path, deb.name, diversions))
         existing = view.lstat(destination)
 
         if member.type is FileType.DIRECTORY:
@@ -538,7 +410,7 @@ def _remove_old_paths(
     for path in old_paths:
         if path in ("/.", "/") or path in keep or path in owned:
             continue
-        destination = _destination(view, _divert(path, work.deb.name, diversions))
+        destination = _destination(view, divert(path, work.deb.name, diversions))
         if destination in owned or destination in written_paths:
             continue
         node = view.lstat(destination)
