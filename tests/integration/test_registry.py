@@ -482,3 +482,31 @@ def test_push_by_digest_only_sets_no_tag(registry_plain: Registry, tmp_path: Pat
         == image.digest
     with pytest.raises(RegistryError, match="HTTP 404"):
         read_artifact(parse_location(f"{host}/rt/digest-only:latest"))
+
+
+def test_index_push_order(registry_plain: Registry, tmp_path: Path) -> None:
+    index = build_index(tmp_path)
+    offset = log_offset(registry_plain.log_path)
+
+    write_artifact(parse_location(f"{registry_plain.host}/rt/order:v1"), index)
+
+    requests = log_requests_since(registry_plain.log_path, offset)
+    puts = [r for r in requests if r.startswith("PUT ")]
+    manifest_puts = [r.split("?")[0] for r in puts if "/manifests/" in r]
+    assert puts[-1] == "PUT /v2/rt/order/manifests/v1"
+    assert manifest_puts[:-1] == [
+        f"PUT /v2/rt/order/manifests/{_child_digest(child)}" for child in index.children
+    ]
+
+    # Each child's blobs are uploaded before that child's manifest.
+    position = {r.split("digest=")[1].replace("%3A", ":"): i
+                for i, r in enumerate(puts) if "digest=" in r}
+    for child in index.children:
+        manifest_position = puts.index(f"PUT /v2/rt/order/manifests/{_child_digest(child)}")
+        blobs = child.references if isinstance(child, RawManifest) else (
+            *child.manifest.layers, child.manifest.config)  # type: ignore[union-attr]
+        assert all(position[blob.digest] < manifest_position for blob in blobs)
+
+
+def _child_digest(child: Image | ImageIndex | RawManifest) -> str:
+    return child.descriptor.digest if isinstance(child, RawManifest) else child.digest
