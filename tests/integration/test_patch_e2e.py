@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -24,6 +25,7 @@ from click.testing import CliRunner, Result
 from suture.cli import cli
 from tests.conftest import Images
 from tests.harness.debrepo import download_debs
+from tests.harness.docker import DockerDaemon
 from tests.harness.oracle import AptOracle, Upgrade
 from tests.harness.registry import Registry
 from tests.harness.unpack import unpack_layout
@@ -480,3 +482,50 @@ def test_docker_archive_keeps_repository(tmp_path: Path) -> None:
         assert stream is not None
         manifest = json.loads(stream.read())
     assert manifest[0]["RepoTags"] == ["example.com/demo:bookworm-patched"]
+
+
+def test_read_only_destination_layout_exit_1(tmp_path: Path) -> None:
+    source = tmp_path / "source"
+    readonly = tmp_path / "readonly"
+    shutil.copytree(DEMO / "demo", source)
+    shutil.copytree(DEMO / "demo", readonly)
+    # Root ignores file modes, so a read-only bind mount makes the layout really read-only.
+    mounted = subprocess.run(["mount", "--bind", str(readonly), str(readonly)],
+                             capture_output=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {mounted.stderr.decode().strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(readonly)], check=True,
+                       capture_output=True)
+        before = layout_state(readonly)
+
+        result = run("patch", "-i", f"oci:{source}:bookworm", "--dest", f"oci:{readonly}:bookworm")
+
+        assert layout_state(readonly) == before
+    finally:
+        subprocess.run(["umount", str(readonly)], check=True)
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1
+    assert str(readonly) in lines[0]
+
+
+def test_registry_image_loads_into_daemon(
+    images: Images, registry_plain: Registry, docker_daemon: DockerDaemon, tmp_path: Path
+) -> None:
+    source = f"{registry_plain.host}/suture/daemon:bookworm"
+    skopeo_copy(f"oci:{images.layout('debian-bookworm')}:latest", f"docker://{source}",
+                ["--dest-tls-verify=false"])
+    env = dict(docker_daemon.env)
+
+    result = run("patch", "-i", source, "--summary", str(tmp_path / "s.json"), env=env)
+
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["result"]["reference"].startswith("docker-daemon:")
+    inspected = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{len .RootFS.Layers}}",
+         f"{registry_plain.host}/suture/daemon:bookworm-patched"],
+        env={**os.environ, **env}, capture_output=True, text=True, check=True, timeout=60,
+    )
+    assert inspected.stdout.strip() == "2"
