@@ -54,7 +54,7 @@ class StagingTree(Protocol):
 
     def read(self, path: str) -> bytes: ...
 
-    def entries(self) -> list[StagedEntry]: ...
+    def listdir(self, path: str) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -134,8 +134,6 @@ class MergedView:
         staged = self.staging.lstat(path)
         if not (staged is not None and staged.opaque) and not self.staging.hides(path):
             names.update(self.fs.listdir(path))
+        names.update(self.staging.listdir(path))
         prefix = "/" if path == "/" else path + "/"
-        for entry in self.staging.entries():
-            if entry.path.startswith(prefix) and "/" not in entry.path[len(prefix):]:
-                names.add(entry.path[len(prefix):])
         return sorted(name for name in names if self.lstat(prefix + name) is not None)
