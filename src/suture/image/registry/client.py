@@ -387,7 +387,7 @@ class RegistryClient:
                 try:
                     response = self._send_with_retry(
                         functools.partial(client.build_request, "GET", f"{base}/v2/"),
-                        f"ping of registry {self.registry}", stream=False, client=client,
+                        f"ping of {base}/v2/", stream=False, client=client,
                     )
                 except RegistryError as error:
                     client.close()
@@ -404,6 +404,7 @@ class RegistryClient:
                 return client
             raise RegistryError(
                 f"cannot reach registry {self.registry}: " + "; ".join(errors)
+                + "; check that the registry is running and its address is right"
             )
 
     def _candidates(self) -> list[tuple[str, ssl.SSLContext | bool]]:
