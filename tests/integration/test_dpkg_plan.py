@@ -1,16 +1,14 @@
 """dpkg planning against the real Debian mirror: apt agreement, distroless, and failures.
 
-The reference for update-all is the host's `apt-get` run with `-o Dir=<copy of the image>`, so
-apt reads the image's own dpkg status, sources and keys. No code from the image runs, because
-`Dir::Etc::Parts` points at an empty directory and the image's apt.conf.d hooks are not read.
-Faults are injected by changing the expected hash or the clock, as each test says; the files
-themselves come from the real mirror.
+The reference for update-all is apt itself (`AptOracle`): the image's own apt in a chroot of a
+copy of the image, or for a foreign architecture the host's apt pointed at the copy. Faults come
+from the harness's fault repository (a mock that serves real .deb files signed with a test key)
+or, on the real mirror, from changing the expected hash or the clock, as each test says.
 """
 
 from __future__ import annotations
 
 import shutil
-import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,37 +30,12 @@ from suture.ecosystems.dpkg.release import (
 from suture.ecosystems.dpkg.sources import AptSource
 from suture.errors import PackageError, RepositoryError, SignatureError
 from suture.image.merged import DirectoryFileSystem
+from tests.harness.debrepo import download_debs
+from tests.harness.faults import DebianRepositoryServer, TestRepository, build_test_repository
 from tests.harness.mirror import debian_mirror_url, security_mirror_url
+from tests.harness.oracle import AptOracle
 
 pytestmark = pytest.mark.integration
-
-
-def _apt_upgrades(rootfs: Path, scratch: Path, architecture: str) -> dict[str, str]:
-    """Run the host's apt-get against `rootfs`; return {name: version} of `-s upgrade`."""
-    parts = scratch / "empty-parts"
-    parts.mkdir(exist_ok=True)
-    for directory in ("var/lib/apt/lists/partial", "var/cache/apt/archives/partial"):
-        (rootfs / directory).mkdir(parents=True, exist_ok=True)
-    options = [
-        "-o", f"Dir={rootfs}",
-        "-o", f"Dir::Etc::Parts={parts}",
-        "-o", "Debug::NoLocking=1",
-        "-o", "APT::Sandbox::User=root",
-        "-o", f"APT::Architecture={architecture}",
-    ]
-    subprocess.run(
-        ["apt-get", *options, "-q", "update"], check=True, capture_output=True, timeout=600
-    )
-    completed = subprocess.run(
-        ["apt-get", *options, "-s", "upgrade"],
-        check=True, capture_output=True, text=True, timeout=600,
-    )
-    upgrades: dict[str, str] = {}
-    for line in completed.stdout.splitlines():
-        if line.startswith("Inst "):
-            words = line.split()
-            upgrades[words[1].split(":")[0]] = words[3].strip("(")
-    return upgrades
 
 
 def _plan(rootfs: Path, cache: Path, **options: Any) -> Plan:
@@ -80,7 +53,7 @@ def test_update_all_matches_apt(images: Any, tmp_path: Path, image: str) -> None
     rootfs = images.fresh_rootfs(image, tmp_path / "rootfs")
     plan = _plan(rootfs, tmp_path / "cache")
     architecture = read_database(DirectoryFileSystem(rootfs)).native_architecture
-    expected = _apt_upgrades(rootfs, tmp_path, architecture)
+    expected = {u.name: u.candidate for u in AptOracle(rootfs, architecture).pending_upgrades()}
     planned = {p.name: p.target for p in plan.updates}
     assert planned == expected
     assert set(plan.downloads) == {f"{p.name}:{p.architecture}" for p in plan.updates}
@@ -123,9 +96,7 @@ def test_expired_valid_until_names_suite(empty_fs: Any) -> None:
     with new_client() as client:
         with pytest.raises(RepositoryError, match="bookworm-security"):
             fetch_release(client, source, empty_fs, list, now=later)
-        release = fetch_release(
-            client, source, empty_fs, list, now=later, allow_insecure=True
-        )
+        release = fetch_release(client, source, empty_fs, list, now=later, allow_insecure=True)
     assert any("expired" in note for note in release.notes)
 
 
@@ -174,3 +145,90 @@ def test_fetch_packages_verifies_and_counts(images: Any, tmp_path: Path) -> None
 def empty_fs(tmp_path: Path) -> DirectoryFileSystem:
     (tmp_path / "empty-root").mkdir()
     return DirectoryFileSystem(tmp_path / "empty-root")
+
+
+# The harness's fault repository: real bookworm .deb files, signed with a throwaway key.
+
+_FAULT_PACKAGES = ("zlib1g", "libzstd1")
+
+
+@pytest.fixture(scope="module")
+def fault_repository(tmp_path_factory: pytest.TempPathFactory) -> TestRepository:
+    work = tmp_path_factory.mktemp("dpkg-fault-repository")
+    debs = download_debs(_FAULT_PACKAGES, "bookworm", "amd64", work / "debs")
+    return build_test_repository(work / "repo", list(debs.values()), suite="bookworm-security")
+
+
+def _image_on_fault_repository(
+    images: Any, tmp_path: Path, repository: TestRepository, url: str
+) -> Path:
+    """Copy debian-bookworm, point its apt at `url` only, and make the test packages older."""
+    rootfs = images.fresh_rootfs("debian-bookworm", tmp_path / "rootfs")
+    apt = rootfs / "etc/apt"
+    for entry in (apt / "sources.list.d").iterdir():
+        entry.unlink()
+    (apt / "keyrings").mkdir(exist_ok=True)
+    shutil.copyfile(repository.keyring, apt / "keyrings/test.gpg")
+    (apt / "sources.list").write_text(
+        f"deb [signed-by=/etc/apt/keyrings/test.gpg] {url} {repository.suite} main\n"
+    )
+    status = rootfs / "var/lib/dpkg/status"
+    stanzas = status.read_text().split("\n\n")
+    for number, stanza in enumerate(stanzas):
+        name = stanza.split("\n", 1)[0].removeprefix("Package: ")
+        if name in _FAULT_PACKAGES:
+            lines = stanza.split("\n")
+            lines = ["Version: 0.1-1" if ln.startswith("Version: ") else ln for ln in lines]
+            stanzas[number] = "\n".join(lines)
+    status.write_text("\n\n".join(stanzas))
+    return rootfs
+
+
+def test_fault_repository_good(
+    images: Any, tmp_path: Path, fault_repository: TestRepository
+) -> None:
+    with DebianRepositoryServer(fault_repository) as server:
+        rootfs = _image_on_fault_repository(images, tmp_path, fault_repository, server.url)
+        plan = _plan(rootfs, tmp_path / "cache")
+        result = fetch_packages(plan, tmp_path / "cache")
+    assert sorted(p.name for p in plan.updates) == sorted(_FAULT_PACKAGES)
+    assert set(result.paths) == set(plan.downloads)
+
+
+@pytest.mark.parametrize(
+    ("fault", "error", "message"),
+    [
+        ("wrong-key", SignatureError, "InRelease"),
+        ("tampered-inrelease", SignatureError, "InRelease"),
+        ("expired", RepositoryError, "bookworm-security .* expired"),
+        ("corrupt-packages", RepositoryError, "does not match the signed Release"),
+    ],
+)
+def test_fault_repository_metadata(
+    images: Any,
+    tmp_path: Path,
+    fault_repository: TestRepository,
+    fault: str,
+    error: type[Exception],
+    message: str,
+) -> None:
+    with DebianRepositoryServer(fault_repository) as server:
+        rootfs = _image_on_fault_repository(images, tmp_path, fault_repository, server.url)
+        server.set_faults(fault)
+        with pytest.raises(error, match=message):
+            _plan(rootfs, tmp_path / "cache")
+        requested = list(server.requests)
+    assert not any(path.endswith(".deb") for path in requested)
+    assert not (tmp_path / "cache" / "packages").exists()
+
+
+def test_fault_repository_corrupt_deb(
+    images: Any, tmp_path: Path, fault_repository: TestRepository
+) -> None:
+    with DebianRepositoryServer(fault_repository) as server:
+        rootfs = _image_on_fault_repository(images, tmp_path, fault_repository, server.url)
+        plan = _plan(rootfs, tmp_path / "cache")
+        server.set_faults("corrupt-deb")
+        with pytest.raises(PackageError, match="does not match the signed index"):
+            fetch_packages(plan, tmp_path / "cache")
+    assert list((tmp_path / "cache" / "packages").iterdir()) == []
