@@ -5,7 +5,7 @@ effect is pure data, so it is reproduced here from ca-certificates 20230311 / 20
 bookworm) `/usr/sbin/update-ca-certificates`:
 - `/etc/ca-certificates.conf` lists certificates under `/usr/share/ca-certificates`, one per
   line, `!` marking a disabled one. Entries whose file no longer exists are dropped and new
-  `mozilla/` certificates are appended, as the postinst does with debconf's default answer
+  `mozilla/` certificates are appended, as the postinst does with debconf's default setting
   (trust new certificates);
 - `/etc/ssl/certs/<name>.pem` symlinks point at each enabled certificate;
 - `/etc/ssl/certs/ca-certificates.crt` concatenates the enabled certificates in conf order,

@@ -7,7 +7,7 @@ comparing the files it wrote:
 - `Essential` and `Protected` are written only when they are `yes`;
 - `Conffiles` lists the package's conffiles in control order with the md5 of the file the new
   version ships, then the conffiles earlier versions had and this one dropped, marked `obsolete`;
-- `info/<pkg>.list` holds every payload path in archive order, `/.` for the root, then the
+- `info/<pkg>.list` contains every payload path in archive order, `/.` for the root, then the
   obsolete conffiles;
 - info files are named `<pkg>:<arch>` only for `Multi-Arch: same` packages.
 """
@@ -282,7 +282,7 @@ _DATA_MODE = 0o644
 
 @dataclass
 class PackageUpdate:
-    """What unpacking one package produced, as the database writer needs it.
+    """The result of unpacking one package, as the database writer needs it.
 
     `list_paths` are the payload paths in archive order (`/.` for the root). `md5_entries` are
     (path, md5) for regular files and hardlinks in archive order. `conffile_md5s` maps each
@@ -330,8 +330,8 @@ def write_database(
 ) -> None:
     """Stage the database files dpkg would leave after installing `updates`.
 
-    A full `status` file gets only the changed stanzas replaced; a distroless `status.d` entry
-    is rewritten under its own name, with its `.md5sums` companion when it has one; the
+    A full `status` file gets only the changed stanzas replaced. A distroless `status.d` entry
+    is rewritten under its own name, with its `.md5sums` companion when it has one. The
     `info/` files are rewritten only where the image keeps that directory.
     """
     status_replacements: dict[tuple[str, str], str] = {}
@@ -368,8 +368,8 @@ def _write_status_d_entry(
     path: str,
     records: Sequence[ConffileRecord],
 ) -> None:
-    # Image builders such as distroless copy the control file as is; an entry that carries a
-    # Status field was written by dpkg's rules and is rewritten in dpkg's form.
+    # Image builders such as distroless copy the control file as is. An entry with a Status
+    # field follows dpkg's format, so it is rewritten in that format.
     old_raw = update.old.raw if update.old is not None else ""
     if any(name.lower() == "status" for name, _ in parse_fields(old_raw)):
         text = build_status_stanza(update.deb.control_text, records)

@@ -1,22 +1,21 @@
 """Read Debian binary packages (`.deb`) safely and in one streaming pass over the payload.
 
 Format: deb(5). A `.deb` is an `ar` archive whose members are, in order, `debian-binary`
-("2.0\\n"), `control.tar[.gz|.xz|.zst]` and `data.tar[.gz|.xz|.zst|.bz2]`; members whose names
+("2.0\\n"), `control.tar[.gz|.xz|.zst]` and `data.tar[.gz|.xz|.zst|.bz2]`. Members whose names
 start with `_` are ignored, as dpkg-deb does.
 
-The `ar` container is parsed here instead of with python-debian's `debian.debfile.DebFile`,
-because that class (python-debian 1.1) opens the data member as a seekable `tarfile` and hands it
-out as is: it does not check that members stay inside the root, does not reject device nodes or
-writes through a symlink, and reports a truncated payload as a bare `tarfile` or decompressor
-error that names neither the package nor the member. Parsing `ar` takes a few dozen lines and
-lets every error say which package and member failed.
+The `ar` container is parsed here instead of with python-debian's `debian.debfile.DebFile`.
+That class (python-debian 1.1.1, `DebPart.tgz`) opens the payload as a random-access `tarfile`
+and hands it out unchecked, so it would not reject `..` members, device nodes or writes through
+a symlink. It decompresses zstd by running the external `unzstd` with the whole member in
+memory, and its errors name neither the package nor the member. Parsing `ar` takes a few dozen
+lines and lets every error say which package and member failed.
 """
 
 from __future__ import annotations
 
 import bz2
 import gzip
-import hashlib
 import io
 import logging
 import lzma
@@ -62,7 +61,7 @@ class DataMember:
 
     `path` is absolute and normalised (`/usr/bin/env`, `/` for the root entry `./`). `linkname`
     is the symlink target exactly as stored (absolute targets are normal in Debian), or for a
-    hardlink the normalised absolute path of the earlier member it links to. `mode` holds
+    hardlink the normalised absolute path of the earlier member it links to. `mode` contains
     permission bits only.
     """
 
@@ -211,8 +210,8 @@ class DebFile:
         parent = path
         while parent != "/":
             parent = posixpath.dirname(parent)
-            # A symlink in the package followed by a file below it would write wherever the
-            # symlink points, possibly outside the root; dpkg packages never need that.
+            # A file below a symlink of the same package would be written wherever the symlink
+            # points, possibly outside the root. Debian packages have no reason to do that.
             if parent in symlinks:
                 raise PackageError(
                     f"{self.path}: member {info.name!r} is written through the symlink {parent} "
@@ -256,19 +255,6 @@ class DebFile:
             mtime=int(info.mtime),
             linkname=linkname,
         )
-
-
-def md5_of_stream(fileobj: IO[bytes], chunk_size: int = 1024 * 1024) -> tuple[bytes, str]:
-    """Read `fileobj` to the end and return its bytes and their md5 hex digest."""
-    digest = hashlib.md5(usedforsecurity=False)
-    chunks: list[bytes] = []
-    while True:
-        chunk = fileobj.read(chunk_size)
-        if not chunk:
-            break
-        digest.update(chunk)
-        chunks.append(chunk)
-    return b"".join(chunks), digest.hexdigest()
 
 
 def _normalise_member_path(deb: Path, name: str) -> str:

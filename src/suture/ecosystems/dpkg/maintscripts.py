@@ -1,8 +1,8 @@
 """Describe the maintainer-script and trigger work the unpack engine does not do.
 
 The unpack engine runs nothing from a package, so `preinst`, `postinst` and triggers never run.
-This module reads those control members as text and says, for the summary, what they would have
-done: which commands a script calls, which triggers a package activates or waits for, and
+This module reads those control members as text and reports, for the summary, what they would
+have done: which commands a script calls, which triggers a package activates or waits for, and
 whether the shared-library names changed (the one case where a stale `ld.so.cache` matters,
 because the cache maps library names to files and a changed file under the same name stays
 valid).

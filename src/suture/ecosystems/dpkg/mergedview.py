@@ -1,8 +1,8 @@
 """The image as the patch layer will leave it: staged entries over the image's merged view.
 
-The unpack engine, the database writer and the CA regeneration all read through this view, so
-a path staged earlier in the same run (a symlink, a whiteout, a rewritten file) counts exactly
-as it will once the layer is applied.
+The unpack engine, the database writer and the CA regeneration all read through this view. A
+path staged earlier in the same run (a symlink, a whiteout, a rewritten file) therefore counts
+exactly as it will once the layer is applied.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 It does what `dpkg --force-confold -i` does to the filesystem and the database (checked against
 dpkg 1.21.22 with `dpkg --root`), without running maintainer scripts or triggers:
 - payload entries keep their modes, numeric owners, symlinks and hardlinks;
-- every path is placed after resolving its parent directory through the image's symlinks and
-  those staged earlier, so `/bin/x` lands at `/usr/bin/x` when `/bin -> usr/bin`, and a symlink
-  is never replaced by a directory; existing directories keep their mode and owner, as in dpkg;
+- each path's parent directory is resolved through the image's symlinks and those staged
+  earlier, so `/bin/x` lands at `/usr/bin/x` when `/bin -> usr/bin`. A symlink is never
+  replaced by a directory, and existing directories keep their mode and owner, as in dpkg;
 - diversions in `/var/lib/dpkg/diversions` move a path unless the package owns the diversion;
 - conffiles follow dpkg's decision table (see `decide_conffile`);
 - paths the old version listed and the new one does not are whited out unless another
@@ -48,7 +48,7 @@ NEW_CONFFILE = "newconffile"
 
 
 class ConffileAction(StrEnum):
-    """What happens to one conffile on upgrade."""
+    """The fate of one conffile on upgrade."""
 
     INSTALL = "install"
     KEEP = "keep"
@@ -108,7 +108,7 @@ def apply_updates(
     """Unpack each `.deb` of `updates` into `staging` and rewrite the dpkg database there.
 
     `fs` is the image as it is, `database` its dpkg database. Raises PackageError for an unsafe
-    or malformed package, or one that is not the planned package and version; nothing from the
+    or malformed package, or one that is not the planned package and version. Nothing from the
     image or the packages is executed.
     """
     view = MergedView(fs, staging)
@@ -118,7 +118,7 @@ def apply_updates(
     works: list[PackageUpdate] = []
     written_paths: set[str] = set()
 
-    # Every payload is unpacked first, so the removal pass knows all that the new versions own.
+    # Every payload is unpacked first, so the removal pass sees every path the new versions own.
     for _, deb in debs:
         work = PackageUpdate(deb=deb, old=_find_installed(database, deb))
         _unpack_payload(view, staging, work, diversions, filters, written_paths)
