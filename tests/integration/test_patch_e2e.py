@@ -529,3 +529,48 @@ def test_registry_image_loads_into_daemon(
         env={**os.environ, **env}, capture_output=True, text=True, check=True, timeout=60,
     )
     assert inspected.stdout.strip() == "2"
+
+
+def _platform_report(arch: str, name: str, installed: str, fixed: str) -> dict[str, Any]:
+    return {
+        "SchemaVersion": 2,
+        "Metadata": {"OS": {"Family": "debian", "Name": "12"},
+                     "ImageConfig": {"architecture": arch, "os": "linux"}},
+        "Results": [{"Target": f"{arch} (debian 12)", "Class": "os-pkgs", "Type": "debian",
+                     "Vulnerabilities": [{"VulnerabilityID": "CVE-2026-0001", "PkgName": name,
+                                          "InstalledVersion": installed, "FixedVersion": fixed,
+                                          "Status": "fixed"}]}],
+    }
+
+
+def test_failed_platform_carried_over_with_ignore_errors(images: Images, tmp_path: Path) -> None:
+    layout = copy_layout(images, "multiplatform-bookworm", tmp_path / "layout")
+    original = read_blob(layout, ref_descriptor(layout, "latest")["digest"])
+    planned = run("plan", "-i", f"oci:{layout}:latest", "--summary", str(tmp_path / "plan.json"))
+    assert planned.exit_code == 0, planned.stderr
+    platforms = json.loads((tmp_path / "plan.json").read_text())["platforms"]
+    amd64 = next(p for p in platforms if p["platform"] == "linux/amd64")
+    update = next(p for p in amd64["packages"] if p["status"] == "update")
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "amd64.json").write_text(json.dumps(
+        _platform_report("amd64", update["name"], update["installed"], update["target"])))
+    (reports / "arm64.json").write_text(json.dumps(
+        _platform_report("arm64", update["name"], update["installed"], "9:99.0-1")))
+    before = layout_state(layout)
+
+    failed = run("patch", "-i", f"oci:{layout}:latest", "-r", str(reports))
+
+    assert failed.exit_code == 1
+    assert "linux/arm64" in failed.stderr
+    assert layout_state(layout) == before
+
+    ignored = run("patch", "-i", f"oci:{layout}:latest", "-r", str(reports), "--ignore-errors")
+
+    assert ignored.exit_code == 0, ignored.stderr
+    patched = read_blob(layout, ref_descriptor(layout, "latest-patched")["digest"])
+    by_arch = {m["platform"]["architecture"]: m for m in patched["manifests"]}
+    before_arch = {m["platform"]["architecture"]: m for m in original["manifests"]}
+    assert len(patched["manifests"]) == len(original["manifests"])
+    assert by_arch["arm64"] == before_arch["arm64"]
+    assert by_arch["amd64"]["digest"] != before_arch["amd64"]["digest"]
