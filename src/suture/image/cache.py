@@ -1,8 +1,8 @@
 """A content-addressed blob cache on disk, shared safely by concurrent processes.
 
 Blobs live at `<root>/sha256/<hex>`. A blob is written to a temporary file in the same
-directory, verified, and renamed into place; rename is atomic on POSIX filesystems and two
-processes writing the same digest write identical bytes, so readers never see a partial blob
+directory, verified, and renamed into place. Rename is atomic on POSIX filesystems, and two
+processes writing the same digest write identical bytes. So readers never see a partial blob
 and writers need no lock. Only `prune` and `clear`, which delete, take an exclusive `flock` on
 `<root>/.lock` so that two of them do not race each other.
 """

@@ -22,7 +22,7 @@ from suture.image.model import Image
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 600.0
-# Phrases in the docker CLI's output when no daemon answers at DOCKER_HOST.
+# Phrases in the docker CLI's error output when no daemon responds at DOCKER_HOST.
 _UNREACHABLE = (
     "cannot connect to the docker daemon",
     "is the docker daemon running",
@@ -89,7 +89,7 @@ def _run_docker(arguments: list[str], env: Mapping[str, str] | None, timeout: fl
     message = _last_line(completed.stderr) or _last_line(completed.stdout) or "no output"
     host = environment.get("DOCKER_HOST") or "the default socket"
     if any(phrase in message.lower() for phrase in _UNREACHABLE):
-        raise TransportError(f"{action}: no Docker daemon answered at {host} ({message}); check "
+        raise TransportError(f"{action}: no Docker daemon responded at {host} ({message}); check "
                              "that dockerd is running and that DOCKER_HOST or the docker "
                              "context points at it")
     raise TransportError(f"{action} failed (exit {completed.returncode}): {message}")

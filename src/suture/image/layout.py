@@ -5,8 +5,8 @@ A layout is a directory with an `oci-layout` file, blobs under `blobs/<algorithm
 
 Writes copy only missing blobs, each through a temporary file that is verified and renamed into
 place, and replace `index.json` last, also by rename. A write that fails part way leaves the
-previous `index.json`, so every ref that was readable before still is; at worst unreferenced
-blobs remain, which is allowed by the spec.
+previous `index.json`, so every ref that was readable before still is. At worst unreferenced
+blobs remain, which the spec allows.
 """
 
 from __future__ import annotations
@@ -338,8 +338,8 @@ def _update_index(path: Path, top: Descriptor, tag: str | None) -> None:
 
 
 def _is_replaced(entry: object, top: Descriptor, tag: str | None) -> bool:
-    # A tagged write replaces the entry with that ref name; an untagged one an untagged entry
-    # of the same digest, so that writing twice does not list it twice.
+    # A tagged write replaces the entry with that ref name. An untagged write replaces an
+    # untagged entry of the same digest, so that writing twice does not list it twice.
     if not isinstance(entry, dict):
         return False
     ref_name = (entry.get("annotations") or {}).get(REF_NAME)

@@ -91,7 +91,7 @@ def resolve_path(path: str, lookup: Callable[[str], FileEntry | None]) -> str:
 
 @dataclass(frozen=True)
 class _Source:
-    """Where the content of a regular file is: layer number and member index in that layer."""
+    """Location of a regular file's content: layer number and member index in that layer."""
 
     layer: int
     index: int
@@ -126,8 +126,8 @@ class MergedFileSystem:
                    limits: LayerLimits = DEFAULT_LIMITS) -> MergedFileSystem:
         """Index every layer of `image` in one pass, verifying each layer's digest and diff_id.
 
-        Contents are kept for paths where `keep_content(path)` is true; the predicate sees the
-        path as stored in the layer, before symlinks are resolved.
+        Contents are kept for paths where `keep_content(path)` is true. The predicate receives
+        the path as stored in the layer, before symlinks are resolved.
         """
         view = cls(image, limits)
         keep = keep_content or (lambda _path: False)

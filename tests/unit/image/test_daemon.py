@@ -20,7 +20,7 @@ needs_docker_cli = pytest.mark.skipif(shutil.which("docker") is None,
 def test_no_daemon_names_host_and_next_step(tmp_path: Path) -> None:
     host = f"unix://{tmp_path}/absent.sock"
     env = {**os.environ, "DOCKER_HOST": host, "DOCKER_CONFIG": str(tmp_path)}
-    with pytest.raises(TransportError, match="no Docker daemon answered") as caught:
+    with pytest.raises(TransportError, match="no Docker daemon responded") as caught:
         read_daemon("debian:bookworm", env=env, timeout=60)
     assert host in str(caught.value)
     assert "DOCKER_HOST" in str(caught.value)
@@ -33,7 +33,7 @@ def test_write_without_daemon_fails_cleanly(tmp_path: Path) -> None:
            "DOCKER_CONFIG": str(tmp_path)}
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    with pytest.raises(TransportError, match="no Docker daemon answered"):
+    with pytest.raises(TransportError, match="no Docker daemon responded"):
         write_daemon(image, ["app:1"], env=env, timeout=60, scratch=scratch)
     assert list(scratch.iterdir()) == []
 
