@@ -307,3 +307,9 @@ def test_trusted_source_skips_signature(
     plan = DpkgEcosystem().plan(fs, None, _options(tmp_path))
     assert any("trusted=yes" in note for note in plan.notes)
     assert [p.name for p in plan.updates] == ["hello"]
+
+
+def test_file_uri_rejected_with_hint(memory_fs: type[Any], tmp_path: Path) -> None:
+    fs = _image(memory_fs, "file:/srv/repo", _key())
+    with pytest.raises(RepositoryError, match="only http and https"):
+        DpkgEcosystem().plan(fs, None, _options(tmp_path))

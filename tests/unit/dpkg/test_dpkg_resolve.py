@@ -278,3 +278,22 @@ def test_conflicts_with_virtual_provider(memory_fs: type[Any]) -> None:
     tzdata = next(p for p in planned if p.name == "tzdata")
     assert tzdata.status is PackageStatus.FAILED
     assert "Conflicts mail-transport-agent, and the plan has mta 1" in tzdata.reason
+
+
+def test_fixed_version_alternatives(memory_fs: type[Any]) -> None:
+    # Either listed version fixes the finding; the lowest above the installed one counts.
+    plan = _plan(memory_fs, [_finding("tzdata", "2024a-2, 2025a-1")])
+    assert plan["tzdata:all"].fixed == "2024a-2"
+    assert plan["tzdata:all"].status is PackageStatus.UPDATE
+
+
+def test_invalid_fixed_version_fails(memory_fs: type[Any]) -> None:
+    plan = _plan(memory_fs, [_finding("tzdata", "not a version")])
+    assert plan["tzdata:all"].status is PackageStatus.FAILED
+    assert "'not a version'" in plan["tzdata:all"].reason
+
+
+def test_no_fixed_version_unavailable(memory_fs: type[Any]) -> None:
+    plan = _plan(memory_fs, [_finding("tzdata", "")])
+    assert plan["tzdata:all"].status is PackageStatus.UNAVAILABLE
+    assert plan["tzdata:all"].reason == "the report lists no fixed version"

@@ -63,6 +63,11 @@ def download(
     Retries connection errors, timeouts and 408/429/5xx responses up to MAX_ATTEMPTS times with
     exponential backoff. Raises NotFoundError for 404 and 410, RepositoryError otherwise.
     """
+    if not url.startswith(("http://", "https://")):
+        raise RepositoryError(
+            f"cannot fetch {url}: only http and https repositories are supported; "
+            "rewrite the URI with --mirror FROM=TO"
+        )
     delay = 0.5
     for attempt in range(1, MAX_ATTEMPTS + 1):
         try:

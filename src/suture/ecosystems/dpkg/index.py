@@ -170,6 +170,7 @@ class PackagesIndex:
         self.not_automatic = not_automatic
         self._stanzas: dict[str, list[str]] = defaultdict(list)
         self._provides: dict[str, list[str]] | None = None
+        self._parsed: dict[str, list[Candidate]] = {}
         for stanza in text.split("\n\n"):
             if not stanza.startswith("Package:"):
                 stanza = stanza.lstrip("\n")
@@ -184,7 +185,11 @@ class PackagesIndex:
 
     def candidates(self, name: str) -> list[Candidate]:
         """Return every version of `name` in this index."""
-        return [self._candidate(stanza) for stanza in self._stanzas.get(name, [])]
+        parsed = self._parsed.get(name)
+        if parsed is None:
+            parsed = [self._candidate(stanza) for stanza in self._stanzas.get(name, [])]
+            self._parsed[name] = parsed
+        return list(parsed)
 
     def providers(self, name: str) -> list[str]:
         """Return the names of packages whose `Provides:` names `name`."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from suture.ecosystems.base import Finding, PackageStatus, PlannedPackage
 from suture.ecosystems.dpkg.database import DpkgDatabase, InstalledPackage
 from suture.ecosystems.dpkg.index import Candidate, PackagesIndex, Relation, parse_relations
-from suture.ecosystems.dpkg.version import compare_versions, version_key
+from suture.ecosystems.dpkg.version import compare_versions, is_valid_version, version_key
 
 logger = logging.getLogger(__name__)
 
@@ -472,14 +472,13 @@ def requests_for_findings(
     settled: list[PlannedPackage] = []
     for (name, architecture), group in sorted(grouped.items()):
         vulnerabilities = tuple(sorted({f.vulnerability_id for f in group if f.vulnerability_id}))
-        fixed_versions = [f.fixed_version for f in group if f.fixed_version]
-        fixed = max(fixed_versions, key=version_key) if fixed_versions else ""
         installed = [
             p
             for p in database.installed
             if p.name == name and (not architecture or p.architecture == architecture)
         ]
         if not installed:
+            fixed, _ = required_fixed_version(group, group[0].installed_version)
             settled.append(
                 PlannedPackage(
                     name,
@@ -494,12 +493,53 @@ def requests_for_findings(
             )
             continue
         for package in installed:
+            fixed, invalid = required_fixed_version(group, package.version)
+            if invalid:
+                settled.append(
+                    PlannedPackage(
+                        package.name,
+                        package.architecture,
+                        package.version,
+                        "",
+                        "",
+                        PackageStatus.FAILED,
+                        vulnerabilities,
+                        f"the report lists an invalid fixed version {invalid!r}",
+                    )
+                )
+                continue
             planned = _plan_one(pool, package, fixed, vulnerabilities)
             if isinstance(planned, Request):
                 requests.append(planned)
             else:
                 settled.append(planned)
     return requests, settled
+
+
+def required_fixed_version(findings: Sequence[Finding], installed: str) -> tuple[str, str]:
+    """Return the version that fixes every finding, and the first invalid fixed version.
+
+    A finding may list several fixed versions separated by commas, one per release branch;
+    any of them fixes it, so the lowest one above the installed version counts. Across
+    findings the highest such version rules. Returns ("", "") when no finding has a fix.
+    """
+    required: list[str] = []
+    for finding in findings:
+        listed = [v.strip() for v in finding.fixed_version.split(",") if v.strip()]
+        for version in listed:
+            if not is_valid_version(version):
+                return "", version
+        if not listed:
+            continue
+        above = [v for v in listed if installed and _is_above(v, installed)]
+        required.append(min(above, key=version_key) if above else min(listed, key=version_key))
+    if not required:
+        return "", ""
+    return max(required, key=version_key), ""
+
+
+def _is_above(version: str, installed: str) -> bool:
+    return is_valid_version(installed) and compare_versions(version, installed) > 0
 
 
 def _plan_one(
