@@ -75,3 +75,4 @@ def test_run_with_deadline_times_out() -> None:
     release.set()
     assert elapsed < 2
     assert deadline.cancelled
+
