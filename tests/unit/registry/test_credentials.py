@@ -33,7 +33,7 @@ def _write_config(directory: Path, document: dict[str, object]) -> Path:
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Keep the developer's own credentials out of every test.
-    for name in ("DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR"):
+    for name in ("DOCKER_CONFIG", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
@@ -125,6 +125,17 @@ def test_xdg_runtime_auth_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         json.dumps({"auths": {"r.io": {"auth": _auth("xdg", "p")}}}))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     assert find_credentials("r.io", "x", CredentialSources()).username == "xdg"
+
+
+def test_xdg_config_auth_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    runtime = tmp_path / "run"
+    (runtime / "containers").mkdir(parents=True)
+    (runtime / "containers" / "auth.json").write_text(json.dumps({"auths": {}}))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    config_auth = tmp_path / "home" / ".config" / "containers" / "auth.json"
+    config_auth.parent.mkdir(parents=True)
+    config_auth.write_text(json.dumps({"auths": {"r.io": {"auth": _auth("config", "p")}}}))
+    assert find_credentials("r.io", "x", CredentialSources()).username == "config"
 
 
 def test_auth_file_without_entry_falls_through(

@@ -2,8 +2,9 @@
 
 Lookup order for a registry (first match wins):
 1. the username and password given as flags;
-2. the containers auth file: `$REGISTRY_AUTH_FILE`, the `auth_file` option, or
-   `$XDG_RUNTIME_DIR/containers/auth.json` (containers-auth.json(5));
+2. the containers auth file: the `auth_file` option or `$REGISTRY_AUTH_FILE`; without either,
+   `$XDG_RUNTIME_DIR/containers/auth.json` and then `$XDG_CONFIG_HOME/containers/auth.json`
+   (default `~/.config`), as containers-auth.json(5) describes;
 3. docker's config: `$DOCKER_CONFIG/config.json`, the `docker_config` option, or
    `~/.docker/config.json`. In that file `credHelpers[<registry>]` wins over `credsStore`,
    which wins over `auths` (the same order as the docker CLI's `GetCredentialsStore`).
@@ -86,8 +87,11 @@ def _auth_files(sources: CredentialSources) -> Iterator[Path]:
         yield sources.auth_file
     elif os.environ.get("REGISTRY_AUTH_FILE"):
         yield Path(os.environ["REGISTRY_AUTH_FILE"])
-    elif os.environ.get("XDG_RUNTIME_DIR"):
-        yield Path(os.environ["XDG_RUNTIME_DIR"]) / "containers" / "auth.json"
+    else:
+        if os.environ.get("XDG_RUNTIME_DIR"):
+            yield Path(os.environ["XDG_RUNTIME_DIR"]) / "containers" / "auth.json"
+        config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+        yield Path(config_home) / "containers" / "auth.json"
 
     if sources.docker_config is not None:
         config = sources.docker_config
