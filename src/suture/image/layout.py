@@ -11,6 +11,7 @@ blobs remain, which the spec allows.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -18,7 +19,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -314,7 +315,10 @@ def _write_layout(path: Path, artifact: Artifact, tag: str | None) -> str:
         written += 1
 
     top = top_descriptor(artifact)
-    _update_index(path, top, tag)
+    # Two writers of the same layout would otherwise both read the old index.json and the
+    # second rename would drop the first one's entry.
+    with _locked_directory(path):
+        _update_index(path, top, tag)
     logger.debug("wrote %s to OCI layout %s as %s (%d new blobs)", top.digest, path, tag, written)
     return top.digest
 
@@ -335,6 +339,16 @@ def _update_index(path: Path, top: Descriptor, tag: str | None) -> None:
     entries.append(entry)
     document["manifests"] = entries
     _write_atomic(index_path, json.dumps(document, indent=2).encode() + b"\n")
+
+
+@contextmanager
+def _locked_directory(path: Path) -> Iterator[None]:
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def _is_replaced(entry: object, top: Descriptor, tag: str | None) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -206,3 +207,13 @@ def test_failed_write_keeps_previous_index(tmp_path: Path) -> None:
     assert (layout / "index.json").read_bytes() == before
     assert read_layout(layout, "latest").digest == old.digest
     assert not [p for p in (layout / "blobs/sha256").iterdir() if p.name.startswith(".")]
+
+
+def test_concurrent_writers_keep_every_tag(tmp_path: Path) -> None:
+    layout = tmp_path / "layout"
+    image = _image(tmp_path)
+    write_layout(layout, image, "seed")
+    tags = [f"t{number}" for number in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda tag: write_layout(layout, image, tag), tags))
+    assert sorted(_refs(layout)) == sorted(["seed", *tags])
