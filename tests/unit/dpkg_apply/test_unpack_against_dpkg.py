@@ -232,3 +232,31 @@ def test_diversion_matches_dpkg(tmp_path: Path) -> None:
     theirs = snapshot(expected)
     assert sorted(set(ours) ^ set(theirs)) == []
     assert [p for p in ours if ours[p] != theirs[p]] == []
+
+
+def test_remove_on_upgrade_matches_dpkg(tmp_path: Path) -> None:
+    old = build_deb(tmp_path, "r", "1", {"/etc/a.conf": "a\n", "/etc/b.conf": "b\n"},
+                    conffiles=("/etc/a.conf", "/etc/b.conf"))
+    new = build_deb(tmp_path, "r", "2", {"/usr/share/r/x": "x\n"},
+                    conffiles=("remove-on-upgrade /etc/a.conf", "remove-on-upgrade /etc/b.conf"))
+    base = tmp_path / "base"
+    init_dpkg_root(base)
+    dpkg_install(base, old)
+    (base / "etc/b.conf").write_text("edited\n")
+    expected = tmp_path / "by-dpkg"
+    shutil.copytree(base, expected, symlinks=True)
+    dpkg_install(expected, new)
+
+    actual = tmp_path / "by-suture"
+    shutil.copytree(base, actual, symlinks=True)
+    view = DirectoryView(base)
+    staging = Staging(tmp_path / "staging")
+    planned = PlannedPackage("r", "amd64", "1", "", "2", PackageStatus.UPDATE)
+    apply_updates(view, read_database(view), [(planned, new)], staging)
+    materialise(staging, actual)
+
+    assert (actual / "etc/b.conf.dpkg-old").read_text() == "edited\n"
+    ours = snapshot(actual)
+    theirs = snapshot(expected)
+    assert sorted(set(ours) ^ set(theirs)) == []
+    assert [p for p in ours if ours[p] != theirs[p]] == []

@@ -35,6 +35,7 @@ STATUS_PATH = "/var/lib/dpkg/status"
 STATUS_D_PATH = "/var/lib/dpkg/status.d"
 INFO_DIR = "/var/lib/dpkg/info"
 INSTALLED_STATUS = "install ok installed"
+NEW_CONFFILE = "newconffile"
 
 # dpkg's fieldinfos order; fields not listed follow Triggers-Awaited in control-file order.
 _FIELD_ORDER = (
@@ -227,23 +228,6 @@ def render_md5sums(entries: Sequence[tuple[str, str]]) -> bytes:
     return "".join(f"{md5}  {path.lstrip('/')}\n" for path, md5 in entries).encode()
 
 
-def old_conffile_records(
-    old: InstalledPackage | None, new_conffiles: Mapping[str, str]
-) -> list[ConffileRecord]:
-    """Return the new Conffiles records: the new ones, then the old ones now obsolete.
-
-    dpkg keeps a conffile that a newer version dropped on disk and in the database, marked
-    `obsolete`, until the package is purged.
-    """
-    records = [ConffileRecord(path, md5) for path, md5 in new_conffiles.items()]
-    if old is None:
-        return records
-    for path, md5 in old.conffiles.items():
-        if path not in new_conffiles:
-            records.append(ConffileRecord(path, md5, obsolete=True))
-    return records
-
-
 def _terminated(stanza: str) -> str:
     return stanza if stanza.endswith("\n") else stanza + "\n"
 
@@ -300,19 +284,25 @@ class PackageUpdate:
     files_written: int = 0
 
     def conffile_records(self) -> list[ConffileRecord]:
-        records = old_conffile_records(self.old, {
-            path: md5 for path, md5 in self.conffile_md5s.items()
-        })
-        removable = set(self._remove_on_upgrade())
-        return [
-            ConffileRecord(r.path, r.md5, r.obsolete, remove_on_upgrade=r.path in removable)
-            for r in records
-        ]
+        """Return the `Conffiles` records dpkg 1.21 writes for this upgrade.
 
-    def _remove_on_upgrade(self) -> list[str]:
-        text = self.deb.control_files.get("conffiles", b"").decode("utf-8", errors="replace")
-        return [line.split()[-1] for line in text.splitlines()
-                if "remove-on-upgrade" in line.split()[:-1]]
+        Shipped conffiles carry the new file's md5. A `remove-on-upgrade` conffile keeps the
+        md5 the old version recorded (`newconffile` if none). Conffiles of the old version that
+        the new one does not mention follow, marked obsolete.
+        """
+        old_md5s = dict(self.old.conffiles) if self.old is not None else {}
+        records: list[ConffileRecord] = []
+        for path, remove in self.deb.conffile_entries():
+            if remove:
+                records.append(ConffileRecord(path, old_md5s.get(path, NEW_CONFFILE),
+                                              remove_on_upgrade=True))
+            else:
+                records.append(ConffileRecord(path, self.conffile_md5s.get(path, NEW_CONFFILE)))
+        mentioned = {record.path for record in records}
+        for path, md5 in old_md5s.items():
+            if path not in mentioned:
+                records.append(ConffileRecord(path, md5, obsolete=True))
+        return records
 
     def md5sums(self) -> bytes:
         """Return the `.md5sums` content: the package's own file, or one made like dpkg's."""

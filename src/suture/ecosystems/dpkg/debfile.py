@@ -118,19 +118,22 @@ class DebFile:
         return f"{self.name}_{self.version}_{self.architecture}"
 
     def conffiles(self) -> list[str]:
-        """Return the conffile paths the package declares, in file order.
+        """Return the paths of the conffiles the package ships, in file order.
 
-        Lines with a `remove-on-upgrade` flag name files the package no longer ships; they are
-        left out, as dpkg does.
+        Lines with a `remove-on-upgrade` flag name files the package no longer ships, so they
+        are left out (see `conffile_entries`).
         """
+        return [path for path, remove in self.conffile_entries() if not remove]
+
+    def conffile_entries(self) -> list[tuple[str, bool]]:
+        """Return (path, remove-on-upgrade flag) for every line of the `conffiles` member."""
         text = self.control_files.get("conffiles", b"").decode("utf-8", errors="replace")
-        paths: list[str] = []
+        entries: list[tuple[str, bool]] = []
         for line in text.splitlines():
             parts = line.split()
-            if not parts or "remove-on-upgrade" in parts[:-1]:
-                continue
-            paths.append(parts[-1])
-        return paths
+            if parts:
+                entries.append((parts[-1], "remove-on-upgrade" in parts[:-1]))
+        return entries
 
     def iter_data(self) -> Iterator[tuple[DataMember, IO[bytes] | None]]:
         """Yield each payload member with a file object for regular files, in archive order.

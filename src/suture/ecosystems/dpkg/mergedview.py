@@ -59,13 +59,17 @@ class StagingTree(Protocol):
 
 @dataclass(frozen=True)
 class Node:
-    """An entry of the merged view: its type, symlink target and ownership."""
+    """An entry of the merged view: its type, symlink target, ownership and mtime.
+
+    `mtime` is None for a staged entry that gets the layer build's fixed time.
+    """
 
     type: FileType
     linkname: str = ""
     mode: int = 0o755
     uid: int = 0
     gid: int = 0
+    mtime: int | None = None
 
 
 class MergedView:
@@ -82,13 +86,14 @@ class MergedView:
         if staged is not None:
             if staged.whiteout:
                 return None
-            return Node(staged.type, staged.linkname, staged.mode, staged.uid, staged.gid)
+            return Node(staged.type, staged.linkname, staged.mode, staged.uid, staged.gid,
+                        staged.mtime)
         if self.staging.hides(path):
             return None
         entry = self.fs.lstat(path)
         if entry is None:
             return None
-        return Node(entry.type, entry.linkname, entry.mode, entry.uid, entry.gid)
+        return Node(entry.type, entry.linkname, entry.mode, entry.uid, entry.gid, entry.mtime)
 
     def resolve(self, path: str, *, follow_final: bool = True) -> str:
         """Resolve symlinks in `path` as a chroot would; `..` never climbs above `/`."""

@@ -44,7 +44,7 @@ __all__ = ["AppliedPackage", "ApplyResult", "ConffileAction", "MergedView", "Sta
 
 logger = logging.getLogger(__name__)
 
-NEW_CONFFILE = "newconffile"
+NEW_CONFFILE = dbwrite.NEW_CONFFILE
 
 
 class ConffileAction(StrEnum):
@@ -280,10 +280,33 @@ def _unpack_payload(
         written_paths.add(destination)
         work.files_written += 1
 
-    # Conffiles listed but not shipped keep their md5 as "newconffile", as dpkg records them.
-    for path in deb.conffiles():
-        work.conffile_md5s.setdefault(path, NEW_CONFFILE)
-    work.conffile_md5s = {path: work.conffile_md5s[path] for path in deb.conffiles()}
+    _remove_retired_conffiles(view, staging, work, diversions)
+
+
+def _remove_retired_conffiles(
+    view: MergedView,
+    staging: StagingTree,
+    work: PackageUpdate,
+    diversions: Mapping[str, tuple[str, str]],
+) -> None:
+    """Delete the `remove-on-upgrade` conffiles, keeping a user-changed one as `.dpkg-old`.
+
+    This is what dpkg 1.21 does on upgrade: an unchanged file is removed, a changed one is
+    renamed to `<name>.dpkg-old`.
+    """
+    old_md5s = dict(work.old.conffiles) if work.old is not None else {}
+    for path, remove in work.deb.conffile_entries():
+        if not remove:
+            continue
+        destination = view.resolve(_destination(view, divert(path, work.deb.name, diversions)))
+        node = view.lstat(destination)
+        current = view.read(destination)
+        if node is None or current is None:
+            continue
+        if hashlib.md5(current, usedforsecurity=False).hexdigest() != old_md5s.get(path):
+            staging.add_file(destination + ".dpkg-old", data=current, mode=node.mode,
+                             uid=node.uid, gid=node.gid, mtime=node.mtime)
+        staging.add_whiteout(destination)
 
 
 def _hardlink_md5(work: PackageUpdate, target: str) -> str:
