@@ -27,6 +27,10 @@ from suture.patch.timeouts import Deadline, parse_duration, run_with_deadline
 log = logging.getLogger(__name__)
 
 EXIT_INTERRUPTED = 130
+
+# Identifiers of the threads alive when the command started (the main thread, and a caller's
+# threads when the command runs inside another program such as a test runner).
+_threads_before_command: set[int | None] = set()
 DEFAULT_TIMEOUT = "5m"
 
 
@@ -177,6 +181,8 @@ def _run(params: dict[str, Any]) -> None:
 
     verbose: int = params["verbose"]
     quiet: bool = params["quiet"]
+    _threads_before_command.clear()
+    _threads_before_command.update(t.ident for t in threading.enumerate())
     setup_logging(verbose, quiet)
     if quiet and verbose:
         _fail(UsageError("-q/--quiet and -v/--verbose cannot be used together"), verbose)
@@ -269,12 +275,17 @@ def _fail(error: SutureError, verbose: int) -> NoReturn:
 
 
 def _exit(code: int) -> NoReturn:
-    # Worker threads stuck in a network call after a timeout or Ctrl-C must not keep the
-    # process alive. Every output is written by rename, so stopping here leaves no partial file.
+    # Worker threads this command started and that are stuck in a network call after a timeout
+    # or Ctrl-C must not keep the process alive. Every output is written by rename, so stopping
+    # here leaves no partial file. Threads that existed before the command are left alone.
     sys.stdout.flush()
     sys.stderr.flush()
-    if any(t.is_alive() and not t.daemon for t in threading.enumerate()
-           if t is not threading.main_thread()):
+    stuck = [
+        t for t in threading.enumerate()
+        if t.is_alive() and not t.daemon and t.ident not in _threads_before_command
+    ]
+    if stuck:
+        log.debug("stopping with %d worker threads still running", len(stuck))
         os._exit(code)
     sys.exit(code)
 
