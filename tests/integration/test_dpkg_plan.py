@@ -3,7 +3,8 @@
 The reference for update-all is apt itself (`AptOracle`): the image's own apt in a chroot of a
 copy of the image, or for a foreign architecture the host's apt pointed at the copy. Faults come
 from the harness's fault repository (a mock that serves real .deb files signed with a test key)
-or, on the real mirror, from changing the expected hash or the clock, as each test says.
+or, on the real mirror, from changing the expected hash or the clock, as the comment in each
+test states.
 """
 
 from __future__ import annotations

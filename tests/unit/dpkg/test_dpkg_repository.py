@@ -85,6 +85,7 @@ def _publish(
     unsigned: bool = False,
     date: datetime | None = None,
 ) -> None:
+    """Serve one `hello 2.0` package, its index, and a Release signed as the arguments select."""
     packages = (
         "Package: hello\nVersion: 2.0\nArchitecture: amd64\n"
         "Filename: pool/main/h/hello/hello_2.0_amd64.deb\n"
@@ -92,6 +93,7 @@ def _publish(
         "Description: greeting\n long text\n"
     ).encode()
     packages_gz = gzip.compress(packages, mtime=0)
+
     now = datetime.now(UTC)
     until = valid_until or now + timedelta(days=7)
     date = date or now - timedelta(hours=1)
@@ -103,6 +105,7 @@ def _publish(
         f" {_sha256(packages_gz)} {len(packages_gz)} main/binary-amd64/Packages.gz\n"
         f" {_sha256(packages)} {len(packages)} main/binary-amd64/Packages\n"
     ).encode()
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         sign_key = (signer or key).secrets.signer()

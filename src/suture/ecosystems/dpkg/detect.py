@@ -1,4 +1,4 @@
-"""Which Debian-family distribution and release an image runs.
+"""Detection of an image's Debian-family distribution and release codename.
 
 The first source is `/etc/os-release` (or `/usr/lib/os-release`, see os-release(5)), which gives
 `ID`, `ID_LIKE`, `VERSION_ID` and `VERSION_CODENAME`. Debian testing, sid and some distroless

@@ -4,9 +4,9 @@ The rules mirror apt without running it:
 - the candidate of a package is the newest version for its architecture in the image's suites.
   `Architecture: all` versions come from the same `binary-<arch>` index. Suites marked
   `NotAutomatic` (backports) count only for packages installed from them;
-- every upgraded package's `Pre-Depends` and `Depends` must hold in the final set of installed
-  and upgraded packages; an installed dependency that is too old is upgraded ("required by X"),
-  and for findings a missing one is added ("new dependency of X");
+- every upgraded package's `Pre-Depends` and `Depends` must be met by the final set of
+  installed and upgraded packages. An installed dependency that is too old is upgraded
+  ("required by X"), and for findings a missing one is added ("new dependency of X");
 - installed packages that the upgrades would break, such as binaries of one source that depend
   on each other with `(= version)`, move together, as do `Multi-Arch: same` instances;
 - `Breaks` and `Conflicts` are checked between changed packages and the final set;
@@ -433,7 +433,7 @@ class _Closure:
 def _check_negative(
     state: _State, changes: Mapping[str, _Change], origin: Mapping[str, str]
 ) -> None:
-    """Raise _Failure when a `Breaks` or `Conflicts` holds between the plan and the final set.
+    """Raise _Failure when a `Breaks` or `Conflicts` applies between the plan and the final set.
 
     A relation on a virtual package applies to its providers, except the package itself
     (the usual `Provides: x`, `Conflicts: x`, `Replaces: x` pattern).
@@ -519,8 +519,8 @@ def requests_for_findings(
 def required_fixed_version(findings: Sequence[Finding], installed: str) -> tuple[str, str]:
     """Return the version that fixes every finding, and the first invalid fixed version.
 
-    A finding may list several fixed versions separated by commas, one per release branch;
-    any of them fixes it, so the lowest one above the installed version counts. Across
+    A finding may list several fixed versions separated by commas, one per release branch.
+    Any of them fixes it, so the lowest one above the installed version counts. Across
     findings the highest such version rules. Returns ("", "") when no finding has a fix.
     """
     required: list[str] = []
