@@ -227,3 +227,11 @@ def test_read_only_destination_exits_1(demo: Path) -> None:
     assert result.exit_code == 1
     assert "not writable" in result.stderr
     assert layout_state(readonly) == before
+
+
+def test_timeout_exits_1_and_writes_nothing(demo: Path) -> None:
+    before = layout_state(demo / "demo")
+    result = run("patch", "-i", f"oci:{demo}/demo:bookworm", "--timeout", "0.001s")
+    assert result.exit_code == 1
+    assert "timed out after 0.001s" in result.stderr
+    assert layout_state(demo / "demo") == before
