@@ -1,4 +1,4 @@
-"""Where a patched image goes when the user names no explicit destination.
+"""The default destination of a patched image, used when the user gives no `--dest`.
 
 The rules, decided before any work is done:
 - `oci:DIR[:TAG]` gets the new tag in the same layout.

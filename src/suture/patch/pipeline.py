@@ -117,7 +117,7 @@ def run_patch(
 
     Raises SutureError when the whole command fails (image, reports, destination, or the only
     platform). When a platform of an index fails, or packages cannot be updated, and
-    --ignore-errors is not given, nothing is written and the outcome's `error` says why.
+    --ignore-errors is not given, nothing is written and the outcome's `error` gives the reason.
     """
     started = time.monotonic()
 
@@ -150,8 +150,8 @@ def run_patch(
             source=str(source), source_digest=artifact.digest, destination=str(destination),
             platforms=tuple(outcomes), dry_run=request.dry_run,
         )
-        # A failed platform stops the write unless --ignore-errors; the caller still gets the
-        # outcome, so the summary can say which packages failed.
+        # A failed platform stops the write unless --ignore-errors. The caller still gets the
+        # outcome, so the summary lists the packages that failed.
         failed = [o for o in outcomes if o.status is PlatformStatus.FAILED]
         if failed and not request.ignore_errors:
             return replace(outcome, error=_platform_failure(failed),
