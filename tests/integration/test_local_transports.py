@@ -170,3 +170,25 @@ def test_index_children_kept(images: Any, tmp_path: Path) -> None:
     platforms = sorted(str(image.platform) for image in _images_of(source))
     assert platforms == ["linux/amd64", "linux/arm64"] or platforms == [
         "linux/amd64", "linux/arm64/v8"]
+
+
+@pytest.mark.parametrize("name", ["debian-bookworm-layered", "multiplatform-bookworm"])
+def test_reads_skopeo_oci_archive(images: Any, tmp_path: Path, name: str) -> None:
+    layout = images.layout(name)
+    archive = tmp_path / "skopeo.tar"
+    _skopeo("copy", "--all", f"oci:{layout}:latest", f"oci-archive:{archive}:latest")
+    source = read_layout(layout, "latest")
+    assert read_oci_archive(archive, "latest").digest == source.digest
+
+
+def test_reads_skopeo_docker_archive(images: Any, tmp_path: Path) -> None:
+    layout = images.layout("debian-bookworm-layered")
+    archive = tmp_path / "skopeo-docker.tar"
+    _skopeo("copy", f"oci:{layout}:latest", f"docker-archive:{archive}:suture-test/layered:1")
+    source = read_layout(layout, "latest")
+    assert isinstance(source, Image)
+    image = read_docker_archive(archive, "suture-test/layered:1")
+    assert image.config.digest == source.config.digest
+    assert image.config.diff_ids == source.config.diff_ids
+    view = MergedFileSystem.from_image(image, keep_content={"/etc/os-release"}.__contains__)
+    assert view.read("/etc/os-release")
