@@ -44,7 +44,7 @@ from suture.image.transports import (
     write_artifact,
 )
 from suture.patch.build import build_layer
-from suture.patch.destination import resolve_destination
+from suture.patch.destination import daemon_reachable, resolve_destination
 from suture.patch.image_edit import append_patch_layer, seed_staging
 from suture.patch.index import build_patched_index
 from suture.patch.outcome import PatchOutcome, PlatformOutcome, PlatformStatus, write_vex
@@ -122,9 +122,10 @@ def run_patch(
     started = time.monotonic()
 
     source = parse_location(request.image)
+    # A dry run writes nothing, so it needs no reachable daemon to name a destination.
     destination = resolve_destination(
         source, tag=request.tag, tag_suffix=request.tag_suffix, push=request.push,
-        dest=request.dest,
+        dest=request.dest, daemon_available=(lambda: True) if request.dry_run else daemon_reachable,
     )
     if not request.dry_run:
         check_writable(destination)
