@@ -316,3 +316,22 @@ def test_file_uri_rejected_with_hint(memory_fs: type[Any], tmp_path: Path) -> No
     fs = _image(memory_fs, "file:/srv/repo", _key())
     with pytest.raises(RepositoryError, match="only http and https"):
         DpkgEcosystem().plan(fs, None, _options(tmp_path))
+
+
+def test_release_for_other_suite_noted(
+    repository: tuple[_Repository, str], memory_fs: type[Any], tmp_path: Path
+) -> None:
+    repo, url = repository
+    key = _key()
+    _publish(repo, key)
+    base = "/debian/dists/stable"
+    repo.files["/debian/dists/testing/InRelease"] = repo.files[f"{base}/InRelease"]
+    repo.files["/debian/dists/testing/main/binary-amd64/Packages.gz"] = repo.files[
+        f"{base}/main/binary-amd64/Packages.gz"
+    ]
+    fs = _image(memory_fs, url, key)
+    fs.files["/etc/apt/sources.list.d/test.sources"] = fs.files[
+        "/etc/apt/sources.list.d/test.sources"
+    ].replace(b"Suites: stable", b"Suites: testing")
+    plan = DpkgEcosystem().plan(fs, None, _options(tmp_path))
+    assert any("not testing" in note for note in plan.notes)

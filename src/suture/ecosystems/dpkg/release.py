@@ -124,11 +124,17 @@ def shipped_certificates() -> list[Any]:
 
 
 def image_certificates(fs: FileSystemView) -> list[Any]:
-    """Return the keys in the image's default apt keyrings."""
+    """Return the keys in the image's default apt keyrings.
+
+    Keyrings of retired keys (`debian-archive-removed-keys.gpg` and the like) are skipped,
+    because a key was removed from the archive keyring in order to stop trusting it.
+    """
     paths = list(IMAGE_KEYRING_FILES)
     for directory in IMAGE_KEYRING_DIRS:
         paths += [
-            f"{directory}/{name}" for name in fs.listdir(directory) if name.endswith(_KEY_SUFFIXES)
+            f"{directory}/{name}"
+            for name in fs.listdir(directory)
+            if name.endswith(_KEY_SUFFIXES) and "-removed-keys." not in name
         ]
     certificates: list[Any] = []
     for path in paths:
@@ -252,6 +258,7 @@ def fetch_release(
     text = _fetch_signed_release(client, source, fs, image_keys, allow_insecure, notes)
     fields, files = parse_release(text, source)
     _check_dates(source, fields, now, allow_insecure, notes)
+    _check_suite(source, fields, notes)
     return Release(
         source=source,
         fields=MappingProxyType(fields),
@@ -356,6 +363,21 @@ def _check_dates(
         if not allow_insecure:
             raise RepositoryError(problem)
         notes.append(problem.split(";")[0] + "; used because insecure repositories are allowed")
+
+
+def _check_suite(source: AptSource, fields: Mapping[str, str], notes: list[str]) -> None:
+    # apt warns when a Release names another suite than the one requested ("conflicting
+    # distribution"), which happens with a misconfigured mirror or a replayed old Release.
+    if source.is_flat:
+        return
+    names = {fields.get("Suite", ""), fields.get("Codename", "")}
+    if source.suite not in names:
+        note = (
+            f"the Release file at {source.dist_url} names suite {fields.get('Suite', '?')} and "
+            f"codename {fields.get('Codename', '?')}, not {source.suite}; check the mirror"
+        )
+        logger.warning("%s", note)
+        notes.append(note)
 
 
 def fetch_index(
