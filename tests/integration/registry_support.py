@@ -170,8 +170,22 @@ def log_offset(log_path: Path) -> int:
     return os.path.getsize(log_path) if log_path.exists() else 0
 
 
+def _wait_for_quiet_log(log_path: Path, quiet: float = 0.3, limit: float = 5.0) -> None:
+    # The registry writes an access-log line after the response is sent, so the last lines
+    # can arrive after the client has finished. Wait until the log stops growing.
+    deadline = time.monotonic() + limit
+    size = log_offset(log_path)
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        current = log_offset(log_path)
+        if current == size:
+            return
+        size = current
+
+
 def log_requests_since(log_path: Path, offset: int) -> list[str]:
     """Return the request lines (`METHOD PATH`) the registry logged after byte `offset`."""
+    _wait_for_quiet_log(log_path)
     with log_path.open("rb") as handle:
         handle.seek(offset)
         text = handle.read().decode(errors="replace")
