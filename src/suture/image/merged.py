@@ -314,34 +314,65 @@ class MergedFileSystem:
             return self._read(entry.linkname, hops + 1)
         return None
 
+    def load_contents(self, paths: Iterable[str]) -> None:
+        """Keep the contents of `paths`, streaming each layer that holds some of them once.
+
+        This is the batch form of `read` for callers that learn which files they need only after
+        the view was built: N files of one layer cost one pass over it instead of N.
+        """
+        wanted: dict[int, dict[int, list[str]]] = {}
+        for path in paths:
+            try:
+                resolved = self.resolve(path)
+            except ImageError:
+                continue
+            source = self._sources.get(resolved)
+            if source is None or resolved in self._contents:
+                continue
+            wanted.setdefault(source.layer, {}).setdefault(source.index, []).append(resolved)
+
+        for layer, members in sorted(wanted.items()):
+            found = self._read_members(layer, set(members))
+            for index, data in found.items():
+                for path in members[index]:
+                    self._contents[path] = data
+
     def _read_member(self, source: _Source, path: str) -> bytes:
         cached = self._cache.get(source)
         if cached is not None:
             return cached
-        if self._image is None:
-            raise ImageError(f"{path}: content was not kept and this view has no image to read "
-                             "it from; name the path in keep_content")
-
-        descriptor: Descriptor = self._image.manifest.layers[source.layer]
-        what = f"layer {source.layer + 1} ({descriptor.digest}) of image {self._image.digest}"
-        logger.debug("reading %s from %s on demand", path, what)
-        data: bytes | None = None
-        with self._image.blobs.open_blob(descriptor) as stream:
-            reader = LayerReader(stream, descriptor.media_type, what=what, limits=self._limits)
-            for member in reader:
-                if member.index == source.index and member.fileobj is not None:
-                    data = member.fileobj.read()
-                    break
-            # Reading the compressed blob to its end makes the store verify its digest.
-            _drain(stream)
+        logger.debug("reading %s from layer %d on demand", path, source.layer + 1)
+        data = self._read_members(source.layer, {source.index}).get(source.index)
         if data is None:
-            raise ImageError(f"{what}: member {source.index} ({path}) is missing on a second read; "
-                             "the layer changed since it was indexed")
+            raise ImageError(f"layer {source.layer + 1} of image {self._image_digest()}: member "
+                             f"{source.index} ({path}) is missing on a second read; the layer "
+                             "changed since it was indexed")
 
         if len(data) <= _CACHE_FILE_LIMIT and self._cache_bytes + len(data) <= _CACHE_TOTAL_LIMIT:
             self._cache[source] = data
             self._cache_bytes += len(data)
         return data
+
+    def _read_members(self, layer: int, indexes: set[int]) -> dict[int, bytes]:
+        if self._image is None:
+            raise ImageError("content was not kept and this view has no image to read it from; "
+                             "name the path in keep_content")
+        descriptor: Descriptor = self._image.manifest.layers[layer]
+        what = f"layer {layer + 1} ({descriptor.digest}) of image {self._image.digest}"
+        found: dict[int, bytes] = {}
+        with self._image.blobs.open_blob(descriptor) as stream:
+            reader = LayerReader(stream, descriptor.media_type, what=what, limits=self._limits)
+            for member in reader:
+                if member.index in indexes and member.fileobj is not None:
+                    found[member.index] = member.fileobj.read()
+                    if len(found) == len(indexes):
+                        break
+            # Reading the compressed blob to its end makes the store verify its digest.
+            _drain(stream)
+        return found
+
+    def _image_digest(self) -> str:
+        return self._image.digest if self._image is not None else "(none)"
 
 
 def _drain(stream: BinaryIO) -> None:

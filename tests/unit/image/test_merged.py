@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -10,8 +11,9 @@ from tarbuild import directory, file, hardlink, make_image, make_tar, symlink
 
 from suture.errors import DigestMismatchError, ImageError
 from suture.image.fsview import FileType
+from suture.image.layers import iter_layer
 from suture.image.merged import DirectoryFileSystem, MergedFileSystem
-from suture.image.model import Image, ImageConfig
+from suture.image.model import OCI_LAYER, Image, ImageConfig
 
 BASE = [
     directory("./"),
@@ -204,3 +206,22 @@ def test_directory_view_never_reads_host(tmp_path: Path) -> None:
     root.mkdir()
     os.symlink("/etc/hostname", root / "host")
     assert DirectoryFileSystem(root).read("/host") is None
+
+
+def test_load_contents_keeps_files(tmp_path: Path) -> None:
+    view = _view(tmp_path)
+    view.load_contents(["/lib/libc.so", "/opt/app/new", "/usr/lib/libnew-link.so", "/missing"])
+    for blob in tmp_path.glob("sha256-*"):
+        blob.unlink()
+    assert view.read("/usr/lib/libc.so") == b"libc"
+    assert view.read("/opt/app/new") == b"new"
+    assert view.read("/usr/lib/libnew-link.so") == b"new lib"
+
+
+def test_view_without_image_needs_kept_content() -> None:
+    layer = make_tar([file("./kept", b"kept"), file("./dropped", b"dropped")])
+    view = MergedFileSystem.from_layers([iter_layer(io.BytesIO(layer), OCI_LAYER)],
+                                        keep_content={"/kept"}.__contains__)
+    assert view.read("/kept") == b"kept"
+    with pytest.raises(ImageError, match="keep_content"):
+        view.read("/dropped")
