@@ -260,3 +260,29 @@ def test_remove_on_upgrade_matches_dpkg(tmp_path: Path) -> None:
     theirs = snapshot(expected)
     assert sorted(set(ours) ^ set(theirs)) == []
     assert [p for p in ours if ours[p] != theirs[p]] == []
+
+
+def test_file_takeover_matches_dpkg(tmp_path: Path) -> None:
+    owner = build_deb(tmp_path, "b", "1", {"/usr/share/x": "b\n", "/usr/share/y": "b\n"})
+    old = build_deb(tmp_path, "a", "1", {"/usr/share/a": "a1\n"})
+    new = build_deb(tmp_path, "a", "2", {"/usr/share/x": "a2\n"}, control_extra="Replaces: b\n")
+    base = tmp_path / "base"
+    init_dpkg_root(base)
+    dpkg_install(base, owner, old)
+    expected = tmp_path / "by-dpkg"
+    shutil.copytree(base, expected, symlinks=True)
+    dpkg_install(expected, new)
+
+    actual = tmp_path / "by-suture"
+    shutil.copytree(base, actual, symlinks=True)
+    view = DirectoryView(base)
+    staging = Staging(tmp_path / "staging")
+    planned = PlannedPackage("a", "amd64", "1", "", "2", PackageStatus.UPDATE)
+    apply_updates(view, read_database(view), [(planned, new)], staging)
+    materialise(staging, actual)
+
+    assert "/usr/share/x" not in (actual / "var/lib/dpkg/info/b.list").read_text().split()
+    ours = snapshot(actual)
+    theirs = snapshot(expected)
+    assert sorted(set(ours) ^ set(theirs)) == []
+    assert [p for p in ours if ours[p] != theirs[p]] == []

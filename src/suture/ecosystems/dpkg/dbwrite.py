@@ -268,7 +268,8 @@ _DATA_MODE = 0o644
 class PackageUpdate:
     """The result of unpacking one package, as the database writer needs it.
 
-    `list_paths` are the payload paths in archive order (`/.` for the root). `md5_entries` are
+    `list_paths` are the payload paths in archive order (`/.` for the root), `file_paths` those
+    that are not directories. `md5_entries` are
     (path, md5) for regular files and hardlinks in archive order. `conffile_md5s` maps each
     conffile in control order to the md5 of the file the new version ships. `old_paths` are
     the paths the installed version owned.
@@ -277,6 +278,7 @@ class PackageUpdate:
     deb: DebFile
     old: InstalledPackage | None
     list_paths: list[str] = field(default_factory=list)
+    file_paths: set[str] = field(default_factory=set)
     md5_entries: list[tuple[str, str]] = field(default_factory=list)
     conffile_md5s: dict[str, str] = field(default_factory=dict)
     conffiles_kept: list[str] = field(default_factory=list)

@@ -124,7 +124,8 @@ def apply_updates(
         _unpack_payload(view, staging, work, diversions, filters, written_paths)
         works.append(work)
 
-    owned_by_others = _paths_owned_by_others(view, database, works)
+    other_lists = _read_other_lists(view, database, works)
+    owned_by_others = {line for lines in other_lists.values() for line in lines}
     for work in works:
         owned_by_others.update(work.list_paths)
     removed_counts = [
@@ -133,6 +134,7 @@ def apply_updates(
     ]
 
     write_database(view, staging, database, works)
+    _release_taken_over_paths(view, staging, other_lists, works)
 
     notes: list[str] = []
     applied: list[AppliedPackage] = []
@@ -226,6 +228,8 @@ def _unpack_payload(
             work.list_paths.append("/.")
             continue
         work.list_paths.append(member.path)
+        if member.type is not FileType.DIRECTORY:
+            work.file_paths.add(member.path)
         if should_skip(filters, member.path, member.type):
             # dpkg lists a filtered path as owned but writes nothing there.
             continue
@@ -394,22 +398,48 @@ def _read_old_paths(view: MergedView, work: PackageUpdate) -> list[str] | None:
     return None
 
 
-def _paths_owned_by_others(
+def _read_other_lists(
     view: MergedView, database: DpkgDatabase, works: Sequence[PackageUpdate]
-) -> set[str]:
+) -> dict[str, list[str]]:
+    """Return `.list` path -> lines for every installed package that is not being updated."""
     updated = {id(work.old) for work in works if work.old is not None}
-    owned: set[str] = set()
+    lists: dict[str, list[str]] = {}
     for package in database.packages:
         if id(package) in updated:
             continue
-        stems = {dbwrite.info_name(package.name, package.architecture, package.multi_arch),
-                 package.name, f"{package.name}:{package.architecture}"}
-        for stem in stems:
-            data = view.read(f"{dbwrite.INFO_DIR}/{stem}.list")
+        stems = [dbwrite.info_name(package.name, package.architecture, package.multi_arch),
+                 package.name, f"{package.name}:{package.architecture}"]
+        for stem in dict.fromkeys(stems):
+            list_path = f"{dbwrite.INFO_DIR}/{stem}.list"
+            data = view.read(list_path)
             if data is not None:
-                owned.update(data.decode("utf-8", errors="replace").splitlines())
+                lists[list_path] = data.decode("utf-8", errors="replace").splitlines()
                 break
-    return owned
+    return lists
+
+
+def _release_taken_over_paths(
+    view: MergedView,
+    staging: StagingTree,
+    other_lists: Mapping[str, list[str]],
+    works: Sequence[PackageUpdate],
+) -> None:
+    """Drop the files an updated package took over from other packages' `.list` files.
+
+    dpkg 1.21 does this when a package replaces files of another ("Replacing files in old
+    package"); that package's `.md5sums` stays as it is.
+    """
+    taken = {path for work in works for path in work.file_paths}
+    for list_path, lines in other_lists.items():
+        kept = [line for line in lines if line not in taken]
+        if len(kept) == len(lines):
+            continue
+        # NOTE: dpkg forgets a package whose every file was taken over; such a package stays
+        # recorded here, with the files it has left.
+        node = view.lstat(list_path)
+        mode, uid, gid = (node.mode, node.uid, node.gid) if node else (0o644, 0, 0)
+        staging.add_file(list_path, data=dbwrite.render_list(kept), mode=mode, uid=uid,
+                         gid=gid, mtime=None)
 
 
 def _remove_old_paths(
