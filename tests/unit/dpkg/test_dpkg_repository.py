@@ -23,7 +23,7 @@ import pytest
 
 from suture.ecosystems.base import PackageStatus, PlanOptions
 from suture.ecosystems.dpkg.ecosystem import DpkgEcosystem
-from suture.ecosystems.dpkg.fetch import fetch_packages
+from suture.ecosystems.dpkg.fetch import download, fetch_packages, new_client
 from suture.errors import PackageError, RepositoryError, SignatureError
 
 DEB = b"!<arch>\n" + b"payload of hello 2.0" * 50
@@ -335,3 +335,39 @@ def test_release_for_other_suite_noted(
     ].replace(b"Suites: stable", b"Suites: testing")
     plan = DpkgEcosystem().plan(fs, None, _options(tmp_path))
     assert any("not testing" in note for note in plan.notes)
+
+
+def test_download_retries_after_503(tmp_path: Path) -> None:
+    # Fault injection: the first request gets a 503 response with Retry-After: 1.
+    calls: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            calls.append(self.path)
+            if len(calls) == 1:
+                self.send_response(503)
+                self.send_header("Retry-After", "1")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"hello")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with new_client() as client:
+            url = f"http://127.0.0.1:{server.server_address[1]}/file"
+            size = download(client, url, tmp_path / "file")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert size == 5
+    assert len(calls) == 2
+    assert (tmp_path / "file").read_bytes() == b"hello"

@@ -28,6 +28,7 @@ ProgressHook = Callable[[str, int, int | None], None]
 
 DEFAULT_TIMEOUT = httpx.Timeout(60.0, connect=15.0)
 MAX_ATTEMPTS = 4
+MAX_RETRY_AFTER = 30.0
 _RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _CHUNK = 1 << 16
 
@@ -81,6 +82,7 @@ def download(
                     f"download of {url} failed with HTTP {status} after {attempt} attempts"
                 ) from error
             logger.warning("HTTP %d from %s; retrying (attempt %d)", status, url, attempt)
+            delay = max(delay, _retry_after(error.response))
         except httpx.TransportError as error:
             if attempt == MAX_ATTEMPTS:
                 raise RepositoryError(
@@ -91,6 +93,13 @@ def download(
         time.sleep(delay)
         delay *= 2
     raise AssertionError("unreachable")
+
+
+def _retry_after(response: httpx.Response) -> float:
+    # Only the delay-seconds form of Retry-After is honoured, capped so a server cannot stall
+    # the command.
+    value = response.headers.get("Retry-After", "")
+    return min(float(value), MAX_RETRY_AFTER) if value.isdigit() else 0.0
 
 
 def _download_once(
