@@ -14,7 +14,7 @@ import lzma
 import re
 import subprocess
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from debian.deb822 import Packages
@@ -55,34 +55,68 @@ def _release_sha256(release_text: str, name: str) -> str:
     return match.group(1)
 
 
+class PackageIndex(Mapping[str, Packages]):
+    """A Packages index that parses a stanza only when it is looked up.
+
+    python-debian needs about ten seconds for the 60,000 stanzas of bookworm,
+    and the harness needs a few dozen of them.
+    """
+
+    def __init__(self, text: str) -> None:
+        self._raw: dict[str, str] = {}
+        for chunk in text.split("\n\n"):
+            match = _PACKAGE_LINE.search(chunk)
+            if match is not None:
+                self._raw[match.group(1)] = chunk
+        self._parsed: dict[str, Packages] = {}
+
+    def __getitem__(self, name: str) -> Packages:
+        if name not in self._parsed:
+            self._parsed[name] = Packages(self._raw[name])
+        return self._parsed[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def providers(self) -> dict[str, str]:
+        """Map each virtual package name to the first real package that provides it."""
+        provides: dict[str, str] = {}
+        for name, chunk in self._raw.items():
+            match = _PROVIDES_LINE.search(chunk)
+            if match is None:
+                continue
+            for item in match.group(1).split(","):
+                provided = item.strip().split(" ")[0]
+                if provided:
+                    provides.setdefault(provided, name)
+        return provides
+
+
+_PACKAGE_LINE = re.compile(r"^Package: (\S+)$", re.MULTILINE)
+_PROVIDES_LINE = re.compile(r"^Provides: (.+)$", re.MULTILINE)
+
+
 @functools.cache
-def load_packages(suite: str, arch: str, component: str = "main") -> Mapping[str, Packages]:
-    """Return the newest stanza per package name from the suite's verified Packages index."""
+def load_packages(suite: str, arch: str, component: str = "main") -> PackageIndex:
+    """Return the suite's verified Packages index (one stanza per package name)."""
     release = verify_inrelease(suite)
     index_name = f"{component}/binary-{arch}/Packages.xz"
     expected = _release_sha256(release, index_name)
     data = http_get(f"{archive_url_for_suite(suite)}/dists/{suite}/{index_name}")
     if hashlib.sha256(data).hexdigest() != expected:
         raise RuntimeError(f"{suite} {index_name}: sha256 does not match InRelease")
-    stanzas: dict[str, Packages] = {}
-    for stanza in Packages.iter_paragraphs(
-        lzma.decompress(data).decode("utf-8"), use_apt_pkg=False
-    ):
-        stanzas[stanza["Package"]] = stanza
-    return stanzas
+    return PackageIndex(lzma.decompress(data).decode("utf-8"))
 
 
 def dependency_closure(
-    names: Iterable[str], index: Mapping[str, Packages], skip: Iterable[str] = ()
+    names: Iterable[str], index: PackageIndex, skip: Iterable[str] = ()
 ) -> list[str]:
     """Close `names` over Depends and Pre-Depends, taking the first satisfiable alternative."""
-    provides: dict[str, str] = {}
-    for name, stanza in index.items():
-        for item in stanza.get("Provides", "").split(","):
-            provided = item.strip().split(" ")[0]
-            if provided:
-                provides.setdefault(provided, name)
-    wanted: list[str] = []
+    provides = index.providers()
+    closure: list[str] = []
     seen = set(skip)
     queue = list(names)
     while queue:
@@ -90,7 +124,7 @@ def dependency_closure(
         if name in seen:
             continue
         seen.add(name)
-        wanted.append(name)
+        closure.append(name)
         stanza = index[name]
         for field in ("Pre-Depends", "Depends"):
             for group in stanza.get(field, "").split(","):
@@ -106,7 +140,7 @@ def dependency_closure(
                     if dep in provides:
                         queue.append(provides[dep])
                         break
-    return sorted(wanted)
+    return sorted(closure)
 
 
 def download_debs(

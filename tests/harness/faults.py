@@ -1,7 +1,7 @@
-"""Fault-injection servers for tests: the only mocks in the suite, and they say so.
+"""Fault-injection servers for tests. They are the only mocks in the suite, and are named as such.
 
 `FaultProxy` is a reverse proxy in front of a real registry that, following a
-programmable schedule, drops connections, stalls, truncates bodies or answers
+programmable schedule, drops connections, stalls, truncates bodies or returns
 5xx/429 with Retry-After. `DebianRepositoryServer` serves a small Debian-style
 repository of real .deb files, signed with a throwaway test key, and can serve a
 corrupted .deb, a Packages index that does not match its Release hash, an
@@ -56,8 +56,8 @@ _HOP_HEADERS = {
 class FaultRule:
     """A fault for requests whose method and path match, applied to the next `times` of them.
 
-    action: `drop` (close without answering), `stall` (wait `delay` seconds,
-    at most MAX_STALL, then forward), `status` (answer `status` with an
+    action: `drop` (close without a response), `stall` (wait `delay` seconds,
+    at most MAX_STALL, then forward), `status` (respond with `status` and an
     optional Retry-After header), `truncate` (forward but cut the body after
     `keep_bytes` and close).
     """
@@ -338,7 +338,7 @@ def build_test_repository(
 
     `debs` pairs each .deb with its stanza from a real Packages index (for example
     from `tests.harness.debrepo.download_debs`). Besides the good `InRelease`, the
-    directory holds the variants that `DebianRepositoryServer` serves on request.
+    directory contains the variants that `DebianRepositoryServer` serves on request.
     """
     dists = dest / "dists" / suite
     binary = dists / component / f"binary-{architecture}"
@@ -393,6 +393,9 @@ def build_test_repository(
     (dists / "InRelease.expired").write_bytes(
         _gpg(good_home, "--clearsign", "--digest-algo", "SHA256", input_data=expired.encode())
     )
+    # gpg started an agent per home directory; stop them so no daemon outlives the test.
+    for home in (good_home, other_home):
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
     names = tuple(str(stanza["Package"]) for _deb, stanza in debs)
     return TestRepository(dest, suite, component, architecture, keyring, names)
 
@@ -403,11 +406,12 @@ FAULTS = ("corrupt-deb", "corrupt-packages", "wrong-key", "tampered-inrelease", 
 class DebianRepositoryServer:
     """Serve a `TestRepository` over loopback HTTP, with faults switched on by name.
 
-    A fault-injection mock. Faults: `corrupt-deb` (one byte of every .deb
-    flipped, same size), `corrupt-packages` (Packages files whose hash no longer
-    matches the Release file), `wrong-key` (InRelease signed by a key the client
-    does not trust), `tampered-inrelease` (signed text changed after signing),
-    `expired` (Valid-Until two days in the past, correctly signed).
+    A fault-injection mock. The faults are:
+    - `corrupt-deb`: one byte of every .deb flipped, same size.
+    - `corrupt-packages`: Packages files whose hash no longer matches the Release file.
+    - `wrong-key`: InRelease signed by a key the client does not trust.
+    - `tampered-inrelease`: signed text changed after signing.
+    - `expired`: Valid-Until two days in the past, correctly signed.
     """
 
     def __init__(self, repository: TestRepository) -> None:

@@ -417,7 +417,7 @@ def build_dpkg_root(
 
     No maintainer script runs, so this works for any architecture; the status
     file marks every package `install ok installed`, with conffile hashes, and
-    `info/` holds each package's file list and control files as dpkg keeps them.
+    `info/` contains each package's file list and control files as dpkg keeps them.
     """
     index = debrepo.load_packages(suite, arch)
     names = debrepo.dependency_closure(roots, index)

@@ -11,17 +11,22 @@ and `--root`.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import logging
 import os
 import re
 import shutil
 import stat
 import subprocess
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from debian.deb822 import Deb822
+
+from tests.harness.images import cache_root
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +47,7 @@ _DEVICES = {
     "urandom": (1, 9),
     "tty": (5, 0),
 }
-# Sections of `dpkg --audit` that only say the host's dpkg does not know the image's architecture.
+# A `dpkg --audit` section that only reports the image's architecture as unknown to the host's dpkg.
 _FOREIGN_ARCH_SECTION = "unknown foreign architecture"
 
 
@@ -61,6 +66,11 @@ class Upgrade:
         return "security" in self.origins.lower()
 
 
+def default_lists_cache() -> Path:
+    """Return the directory that keeps apt lists between sessions, beside the fixture images."""
+    return cache_root() / "apt-lists"
+
+
 def host_architecture() -> str:
     return subprocess.run(
         ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
@@ -75,10 +85,13 @@ def _mounted_paths() -> set[str]:
 class AptOracle:
     """Ask apt and dpkg about the root filesystem at `rootfs` (an unpacked image)."""
 
-    def __init__(self, rootfs: Path, architecture: str | None = None) -> None:
+    def __init__(
+        self, rootfs: Path, architecture: str | None = None, lists_cache: Path | None = None
+    ) -> None:
         self.rootfs = rootfs.resolve()
         self.architecture = architecture or self._image_architecture()
         self.native = self.architecture in (host_architecture(), "all")
+        self.lists_cache = lists_cache if lists_cache is not None else default_lists_cache()
 
     # Public questions.
 
@@ -98,7 +111,8 @@ class AptOracle:
     def pending_upgrades(self, dist_upgrade: bool = False) -> list[Upgrade]:
         """Run `apt-get update` on the image's sources; list what `apt-get -s upgrade` installs."""
         action = "dist-upgrade" if dist_upgrade else "upgrade"
-        self._run_apt(["apt-get", "-q", "update"])
+        with self._cached_lists():
+            self._run_apt(["apt-get", "-q", "update"])
         output = self._run_apt(["apt-get", "-s", "-q", action])
         upgrades: list[Upgrade] = []
         for line in output.splitlines():
@@ -115,7 +129,7 @@ class AptOracle:
             raise RuntimeError(f"dpkg --audit on {self.rootfs} failed: {result.stderr.strip()}")
         sections = [s for s in result.stdout.split("\n\n") if s.strip()]
         if not self.native:
-            # NOTE: the host's dpkg sees the image's architecture as an unregistered foreign one.
+            # NOTE: the host's dpkg treats the image's architecture as an unregistered foreign one.
             sections = [s for s in sections if _FOREIGN_ARCH_SECTION not in s]
         return [line for section in sections for line in section.splitlines() if line.strip()]
 
@@ -127,6 +141,37 @@ class AptOracle:
         return [line for line in result.stdout.splitlines() if line.strip()]
 
     # Helpers.
+
+    @contextlib.contextmanager
+    def _cached_lists(self) -> Iterator[None]:
+        """Seed /var/lib/apt/lists from earlier sessions and store the result afterwards.
+
+        apt-get update still checks every index against the mirror; the cache
+        only saves downloading indexes that have not changed since.
+        """
+        lists = self.rootfs / "var/lib/apt/lists"
+        lists.mkdir(parents=True, exist_ok=True)
+        sources = sorted((self.rootfs / "etc/apt").glob("sources.list*"))
+        sources += sorted((self.rootfs / "etc/apt/sources.list.d").glob("*"))
+        digest = hashlib.sha256(self.architecture.encode())
+        for path in sources:
+            if path.is_file():
+                digest.update(path.name.encode() + b"\0" + path.read_bytes())
+        cached = self.lists_cache / digest.hexdigest()[:16]
+        self.lists_cache.mkdir(parents=True, exist_ok=True)
+        with (self.lists_cache / f"{cached.name}.lock").open("w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if cached.is_dir() and not any(lists.glob("*_InRelease")):
+                for item in cached.iterdir():
+                    shutil.copy2(item, lists / item.name)
+            yield
+            staging = Path(tempfile.mkdtemp(dir=self.lists_cache, prefix=".lists-"))
+            for item in lists.iterdir():
+                if item.is_file() and item.name != "lock":
+                    shutil.copy2(item, staging / item.name)
+            if cached.exists():
+                shutil.rmtree(cached)
+            staging.rename(cached)
 
     def _image_architecture(self) -> str:
         for stanza in self._status_stanzas():

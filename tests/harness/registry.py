@@ -226,7 +226,7 @@ def _wait_ready(
 
 
 def start_registry(directory: Path, *, tls: bool = False, auth: bool = False) -> Registry:
-    """Start a registry whose files live in `directory`; wait until /v2/ answers."""
+    """Start a registry whose files live in `directory`; wait until /v2/ responds."""
     directory.mkdir(parents=True, exist_ok=True)
     storage = directory / "storage"
     storage.mkdir(exist_ok=True)
