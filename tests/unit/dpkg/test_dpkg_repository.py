@@ -371,3 +371,17 @@ def test_download_retries_after_503(tmp_path: Path) -> None:
     assert size == 5
     assert len(calls) == 2
     assert (tmp_path / "file").read_bytes() == b"hello"
+
+
+def test_missing_compressed_index_falls_back(
+    repository: tuple[_Repository, str], memory_fs: type[Any], tmp_path: Path
+) -> None:
+    repo, url = repository
+    key = _key()
+    _publish(repo, key)
+    # The Release lists Packages.gz and Packages; the mirror serves only the plain file.
+    base = "/debian/dists/stable/main/binary-amd64"
+    packages_gz = repo.files.pop(f"{base}/Packages.gz")
+    repo.files[f"{base}/Packages"] = gzip.decompress(packages_gz)
+    plan = DpkgEcosystem().plan(_image(memory_fs, url, key), None, _options(tmp_path))
+    assert [p.name for p in plan.updates] == ["hello"]

@@ -388,22 +388,30 @@ def fetch_index(
 ) -> bytes | None:
     """Return the decompressed contents of index `name` (such as `main/binary-amd64/Packages`).
 
-    Picks the `.xz`, `.gz` or plain file the Release lists, verifies its size and SHA256, and
-    caches the compressed file by hash. Returns None when the Release lists no such index.
-    Raises RepositoryError when the downloaded file does not match the signed hash.
+    Tries the `.xz`, `.gz` and plain files the Release lists, in that order, moving on when the
+    mirror does not have one. Verifies the size and SHA256 and caches the compressed file by
+    hash. Returns None when the Release lists no such index. Raises RepositoryError when a
+    downloaded file does not match the signed hash or no listed file can be fetched.
     """
-    for suffix in (".xz", ".gz", ""):
-        entry = release.files.get(name + suffix)
-        if entry is not None:
-            break
-    else:
+    entries = [release.files[name + s] for s in (".xz", ".gz", "") if name + s in release.files]
+    if not entries:
         return None
 
-    cached = cache_dir / "indexes" / entry.sha256
-    if not (cached.exists() and sha256_file(cached) == entry.sha256):
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        _download_index(client, release, entry, cached)
-    return _decompress(cached.read_bytes(), entry.path, release)
+    for number, entry in enumerate(entries, start=1):
+        cached = cache_dir / "indexes" / entry.sha256
+        if not (cached.exists() and sha256_file(cached) == entry.sha256):
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                _download_index(client, release, entry, cached)
+            except NotFoundError:
+                if number == len(entries):
+                    raise
+                logger.debug(
+                    "%s has no %s; trying the next compression", release.source, entry.path
+                )
+                continue
+        return _decompress(cached.read_bytes(), entry.path, release)
+    raise AssertionError("the loop returns or raises on its last entry")
 
 
 def _download_index(client: httpx.Client, release: Release, entry: IndexFile, cached: Path) -> None:
