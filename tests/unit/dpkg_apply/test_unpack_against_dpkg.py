@@ -286,3 +286,41 @@ def test_file_takeover_matches_dpkg(tmp_path: Path) -> None:
     theirs = snapshot(expected)
     assert sorted(set(ours) ^ set(theirs)) == []
     assert [p for p in ours if ours[p] != theirs[p]] == []
+
+
+def test_second_update_into_same_staging(tmp_path: Path) -> None:
+    # A re-patch applies newer packages on top of a staging that already holds an earlier patch,
+    # while `fs` and the database passed in still describe the original image.
+    conffiles = ("/etc/r.conf",)
+    v1 = build_deb(tmp_path, "r", "1", {"/etc/r.conf": "c1\n", "/usr/share/r/one": "1\n"},
+                   conffiles=conffiles)
+    v2 = build_deb(tmp_path, "r", "2", {"/etc/r.conf": "c2\n", "/usr/share/r/two": "2\n"},
+                   conffiles=conffiles)
+    v3 = build_deb(tmp_path, "r", "3", {"/etc/r.conf": "c3\n", "/usr/share/r/three": "3\n"},
+                   conffiles=conffiles)
+    base = tmp_path / "base"
+    init_dpkg_root(base)
+    dpkg_install(base, v1)
+    (base / "etc/r.conf").write_text("user\n")
+    expected = tmp_path / "by-dpkg"
+    shutil.copytree(base, expected, symlinks=True)
+    dpkg_install(expected, v2)
+    dpkg_install(expected, v3)
+
+    view = DirectoryView(base)
+    database = read_database(view)
+    staging = Staging(tmp_path / "staging")
+    apply_updates(view, database,
+                  [(PlannedPackage("r", "amd64", "1", "", "2", PackageStatus.UPDATE), v2)],
+                  staging)
+    apply_updates(view, database,
+                  [(PlannedPackage("r", "amd64", "1", "", "3", PackageStatus.UPDATE), v3)],
+                  staging)
+    actual = tmp_path / "by-suture"
+    shutil.copytree(base, actual, symlinks=True)
+    materialise(staging, actual)
+
+    ours = snapshot(actual)
+    theirs = snapshot(expected)
+    assert sorted(set(ours) ^ set(theirs)) == []
+    assert [p for p in ours if ours[p] != theirs[p]] == []

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from suture.errors import EcosystemError
-from suture.image.fsview import FileSystemView, FileType
+from suture.image.fsview import FileEntry, FileSystemView, FileType
 from suture.patch.staging import StagedEntry
 
 _MAX_SYMLINK_HOPS = 40
@@ -55,6 +55,8 @@ class StagingTree(Protocol):
     def read(self, path: str) -> bytes: ...
 
     def listdir(self, path: str) -> list[str]: ...
+
+    def entries(self) -> list[StagedEntry]: ...
 
 
 @dataclass(frozen=True)
@@ -142,3 +144,36 @@ class MergedView:
         names.update(self.staging.listdir(path))
         prefix = "/" if path == "/" else path + "/"
         return sorted(name for name in names if self.lstat(prefix + name) is not None)
+
+    def as_filesystem(self) -> FileSystemView:
+        """Return this view as a `FileSystemView`, for readers such as `read_database`."""
+        return _ViewFileSystem(self)
+
+
+class _ViewFileSystem:
+    """A `FileSystemView` over a MergedView; staged entries without an mtime report 0."""
+
+    def __init__(self, view: MergedView) -> None:
+        self._view = view
+
+    def lstat(self, path: str) -> FileEntry | None:
+        node = self._view.lstat(path)
+        if node is None:
+            return None
+        return FileEntry(path, node.type, node.mode, node.uid, node.gid, 0, node.mtime or 0,
+                         node.linkname)
+
+    def read(self, path: str) -> bytes | None:
+        return self._view.read(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return self._view.listdir(path)
+
+    def resolve(self, path: str) -> str:
+        return self._view.resolve(path)
+
+    def paths(self) -> list[str]:
+        staged = [entry.path for entry in self._view.staging.entries() if not entry.whiteout]
+        merged = set(staged)
+        merged.update(path for path in self._view.fs.paths() if self._view.lstat(path) is not None)
+        return sorted(merged)

@@ -25,7 +25,7 @@ from typing import IO
 
 from suture.ecosystems.base import PackageStatus, PlannedPackage
 from suture.ecosystems.dpkg import cacerts, dbwrite, maintscripts
-from suture.ecosystems.dpkg.database import DpkgDatabase, InstalledPackage
+from suture.ecosystems.dpkg.database import DpkgDatabase, InstalledPackage, read_database
 from suture.ecosystems.dpkg.dbwrite import PackageUpdate, write_database
 from suture.ecosystems.dpkg.debfile import DataMember, DebFile
 from suture.ecosystems.dpkg.dpkgconf import (
@@ -112,6 +112,10 @@ def apply_updates(
     image or the packages is executed.
     """
     view = MergedView(fs, staging)
+    if _stages_database(staging):
+        # A staging seeded with an earlier patch layer already holds newer database files than
+        # the image, so the installed versions and conffile md5s are read through it.
+        database = read_database(view.as_filesystem())
     diversions = read_diversions(view)
     filters = read_path_filters(view)
     debs = [(planned, _open_planned(planned, path)) for planned, path in updates]
@@ -160,6 +164,11 @@ def apply_updates(
     if any(work.deb.name == cacerts.PACKAGE for work in works):
         notes.extend(cacerts.regenerate(view, staging))
     return ApplyResult(packages=tuple(applied), notes=tuple(notes))
+
+
+def _stages_database(staging: StagingTree) -> bool:
+    paths = (dbwrite.STATUS_PATH, dbwrite.STATUS_D_PATH)
+    return any(staging.lstat(path) is not None or staging.listdir(path) for path in paths)
 
 
 def _open_planned(planned: PlannedPackage, path: Path) -> DebFile:
