@@ -12,6 +12,7 @@ from suture.ecosystems.dpkg.database import (
     read_database,
     split_stanzas,
 )
+from suture.ecosystems.dpkg.ecosystem import DpkgEcosystem
 from suture.errors import UnsupportedImageError
 
 Fs = type[Any]
@@ -160,3 +161,23 @@ def test_chisel_manifest_only_is_unsupported(memory_fs: Fs, pkgdb_fixture: Fixtu
 def test_no_database_is_unsupported(memory_fs: Fs, pkgdb_fixture: Fixture) -> None:
     with pytest.raises(UnsupportedImageError, match="no dpkg database"):
         read_database(memory_fs({"/etc/os-release": "ID=alpine\n"}))
+
+
+def test_chiseled_image_with_status_is_read(memory_fs: Fs, pkgdb_fixture: Fixture) -> None:
+    fs = memory_fs(
+        {
+            "/var/lib/chisel/manifest.wall": b"\x28\xb5\x2f\xfd",
+            "/var/lib/dpkg/status": STATUS,
+        }
+    )
+    database = read_database(fs)
+    assert database.form is DatabaseForm.STATUS
+    assert database.find("dpkg") is not None
+
+
+def test_ecosystem_detects_dpkg_forms(memory_fs: Fs, pkgdb_fixture: Fixture) -> None:
+    ecosystem = DpkgEcosystem()
+    assert ecosystem.detect(memory_fs({"/var/lib/dpkg/status": STATUS}))
+    assert ecosystem.detect(memory_fs({"/var/lib/dpkg/status.d/x": "Package: x\n"}))
+    assert ecosystem.detect(memory_fs({"/var/lib/chisel/manifest.wall": b""}))
+    assert not ecosystem.detect(memory_fs({"/lib/apk/db/installed": "P:musl\n"}))

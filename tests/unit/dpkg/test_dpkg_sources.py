@@ -173,3 +173,16 @@ def test_select_sources_reads_image(memory_fs: type[Any], tmp_path: Path) -> Non
     selected = select_sources(fs, _distribution("debian", "bookworm"), host_apt_dir=tmp_path)
     assert len(selected) == 8
     assert all(s.origin == "image" for s in selected)
+
+
+def test_host_sources_for_ubuntu_image() -> None:
+    host = [
+        AptSource("http://h.example/debian", "bookworm", ("main",)),
+        AptSource("http://h.example/ubuntu", "noble", ("main", "universe")),
+        AptSource("http://h.example/ubuntu", "noble-security", ("main",)),
+    ]
+    selected = host_sources_for(host, _distribution("ubuntu", "jammy"))
+    assert [(s.uri, s.suite) for s in selected] == [
+        ("http://h.example/ubuntu", "jammy"),
+        ("http://h.example/ubuntu", "jammy-security"),
+    ]
