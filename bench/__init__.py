@@ -1,0 +1,1 @@
+"""Benchmarks of suture against a rebuild and the download floor (see bench/README.md)."""
