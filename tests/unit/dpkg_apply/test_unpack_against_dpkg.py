@@ -324,3 +324,29 @@ def test_second_update_into_same_staging(tmp_path: Path) -> None:
     theirs = snapshot(expected)
     assert sorted(set(ours) ^ set(theirs)) == []
     assert [p for p in ours if ours[p] != theirs[p]] == []
+
+
+def test_conffile_behind_symlink_replaces_target(tmp_path: Path) -> None:
+    # dpkg dereferences a symlink at a conffile's path (conffderef in its configure step), so
+    # the file it points to is compared and replaced and the symlink stays. NOTE: dpkg 1.21.22
+    # under --root instead leaves the target alone and a stray s.conf.dpkg-new, so this test
+    # checks the documented behaviour rather than comparing with dpkg.
+    old = build_deb(tmp_path, "s", "1", {"/etc/s.conf": "s1\n"}, conffiles=("/etc/s.conf",))
+    new = build_deb(tmp_path, "s", "2", {"/etc/s.conf": "s2\n"}, conffiles=("/etc/s.conf",))
+    base = tmp_path / "base"
+    init_dpkg_root(base)
+    dpkg_install(base, old)
+    (base / "etc/s.conf").rename(base / "etc/s-real.conf")
+    (base / "etc/s.conf").symlink_to("s-real.conf")
+
+    actual = tmp_path / "by-suture"
+    shutil.copytree(base, actual, symlinks=True)
+    view = DirectoryView(base)
+    staging = Staging(tmp_path / "staging")
+    planned = PlannedPackage("s", "amd64", "1", "", "2", PackageStatus.UPDATE)
+    apply_updates(view, read_database(view), [(planned, new)], staging)
+    materialise(staging, actual)
+
+    assert (actual / "etc/s.conf").is_symlink()
+    assert (actual / "etc/s-real.conf").read_text() == "s2\n"
+    assert not (actual / "etc/s-real.conf.dpkg-dist").exists()

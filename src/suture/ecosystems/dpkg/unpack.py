@@ -280,10 +280,13 @@ def _unpack_payload(
             md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
             work.conffile_md5s[member.path] = md5
             work.md5_entries.append((member.path, md5))
-            if not _place_conffile(view, staging, work, member, data, md5, destination,
-                                   old_conffiles.get(member.path)):
+            written = _place_conffile(view, staging, work, member, data, md5, destination,
+                                      old_conffiles.get(member.path))
+            if written is None:
                 kept_data[member.path] = data
                 continue
+            final_paths[member.path] = written
+            destination = written
         else:
             reader = _HashingReader(fileobj)
             staging.add_file(destination, stream=reader,  # type: ignore[arg-type]
@@ -363,25 +366,28 @@ def _place_conffile(
     new_md5: str,
     destination: str,
     old_md5: str | None,
-) -> bool:
-    """Write a conffile or its `.dpkg-dist`; return whether the file itself was written."""
-    # dpkg compares the conffile after following a symlink at its path.
+) -> str | None:
+    """Write a conffile or its `.dpkg-dist`; return the path of the conffile if it was written.
+
+    Like dpkg's conffile handling, a symlink at the conffile's path is followed: the file it
+    points to is compared and replaced, and the symlink stays.
+    """
     real_path = view.resolve(destination)
     current = view.read(real_path)
     current_md5 = None if current is None else hashlib.md5(
         current, usedforsecurity=False).hexdigest()
     action = decide_conffile(old_md5, current_md5, new_md5)
     if action is ConffileAction.INSTALL:
-        staging.add_file(destination, data=data, mode=member.mode, uid=member.uid,
+        staging.add_file(real_path, data=data, mode=member.mode, uid=member.uid,
                          gid=member.gid, mtime=member.mtime)
-        return True
+        return real_path
     if action is ConffileAction.KEEP_AND_DIST:
         work.conffiles_kept.append(member.path)
         staging.add_file(real_path + ".dpkg-dist", data=data, mode=member.mode, uid=member.uid,
                          gid=member.gid, mtime=member.mtime)
         logger.info("%s: kept the modified %s, new version written to %s.dpkg-dist",
                     work.deb.label, member.path, real_path)
-    return False
+    return None
 
 
 def _read_old_paths(view: MergedView, work: PackageUpdate) -> list[str] | None:
