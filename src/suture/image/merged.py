@@ -234,6 +234,9 @@ class MergedFileSystem:
             self._sources[path] = item.source
 
     def _ensure_parents(self, path: str, layer: int) -> None:
+        # NOTE: a non-directory parent, including a symlink such as /lib -> usr/lib, is replaced
+        # by a directory, as Docker's overlay2 driver does. containerd instead follows such a
+        # symlink, so an image relying on either behaviour can differ between runtimes.
         parent = posixpath.dirname(path)
         missing: list[str] = []
         while parent != "/":

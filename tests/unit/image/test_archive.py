@@ -80,7 +80,7 @@ def test_oci_archive_replaced_only_when_complete(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
-def test_docker_archive_round_trip_keeps_config_and_diff_ids(tmp_path: Path) -> None:
+def test_docker_archive_round_trip(tmp_path: Path) -> None:
     image = _image(tmp_path)
     path = tmp_path / "docker.tar"
     image_id = write_docker_archive(path, image, ["example.test/app:1"])
