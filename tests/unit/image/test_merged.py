@@ -225,3 +225,14 @@ def test_view_without_image_needs_kept_content() -> None:
     assert view.read("/kept") == b"kept"
     with pytest.raises(ImageError, match="keep_content"):
         view.read("/dropped")
+
+
+def test_file_under_lower_symlink_replaces_it(tmp_path: Path) -> None:
+    lower = make_tar([directory("./usr/"), directory("./usr/lib/"), symlink("./lib", "usr/lib")])
+    upper = make_tar([file("./lib/extra", b"extra")])
+    view = _view(tmp_path, layers=[lower, upper], keep={"/lib/extra"})
+    entry = view.lstat("/lib")
+    assert entry is not None
+    assert entry.type is FileType.DIRECTORY
+    assert view.read("/lib/extra") == b"extra"
+    assert view.listdir("/usr/lib") == []
