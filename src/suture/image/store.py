@@ -1,8 +1,8 @@
 """Blob stores backed by local files, and a reader that verifies a blob's digest as it streams.
 
-`VerifyingReader` is what every store returns from `open_blob`: it hashes the bytes as the caller
-reads them and raises DigestMismatchError at end of stream, so a caller that reads a blob to the end
-has verified it without a second pass.
+Every store returns a `VerifyingReader` from `open_blob`. It hashes the bytes as the caller reads
+them and raises DigestMismatchError at end of stream, so reading a blob to its end verifies it
+without a second pass.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ class FileBlobStore:
         self.origin: tuple[str, str] | None = fallback.origin if fallback is not None else None
 
     def path(self, digest: str) -> Path | None:
-        """Return the file that holds `digest`, if this store has it locally."""
+        """Return the local file that contains `digest`, or None when the blob is not local."""
         return self._paths.get(digest)
 
     def open_blob(self, descriptor: Descriptor) -> AbstractContextManager[BinaryIO]:
