@@ -117,8 +117,10 @@ def describe_skipped_work(
         elif trigger not in ("ldconfig", "libc-upgrade"):
             notes.append(f"{deb.name}: trigger {trigger} not run")
     if interested:
+        # A package that handles triggers does that work in its postinst, which did not run.
         notes.append(
-            f"{deb.name}: its trigger handlers ({', '.join(interested)}) were not run"
+            f"{deb.name}: handles the triggers {', '.join(interested)}, and its postinst "
+            "did not run"
         )
     if library_change:
         notes.append(f"{deb.name}: {library_change}; ld.so.cache was not regenerated, so run "
