@@ -54,3 +54,10 @@ def test_describe_postinst(tmp_path: Path) -> None:
     deb = DebFile(build_deb(tmp_path, "p", "2", {"/usr/share/p": "x"},
                             control_files={"postinst": "#!/bin/sh\nset -e\nldconfig\n"}))
     assert describe_skipped_work(deb, [], []) == ["p: postinst not run (it calls ldconfig)"]
+
+
+def test_describe_interest_trigger(tmp_path: Path) -> None:
+    deb = DebFile(build_deb(tmp_path, "h", "2", {"/usr/share/h": "x"},
+                            control_files={"triggers": "interest-noawait /usr/share/icons\n"}))
+    notes = describe_skipped_work(deb, ["/usr/share/h"], ["/usr/share/h"])
+    assert notes == ["h: handles the triggers /usr/share/icons, and its postinst did not run"]
