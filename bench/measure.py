@@ -29,7 +29,7 @@ def run_measured(
     command: Sequence[str], log: Path, env: Mapping[str, str] | None = None,
     cwd: Path | None = None, timeout: float = 900.0,
 ) -> Measured:
-    """Run `command` with stdout and stderr in `log`; kill it after `timeout` seconds."""
+    """Run `command` with its output in `log`, and kill it after `timeout` seconds."""
     started = time.monotonic()
     with log.open("wb") as out:
         process = subprocess.Popen(

@@ -35,7 +35,7 @@ _HOP_HEADERS = frozenset(
 
 @dataclass
 class Counter:
-    """Bytes and requests seen since the last reset; shared by the handler threads."""
+    """Bytes and requests counted since the last reset, shared by the handler threads."""
 
     bytes: int = 0
     requests: int = 0
@@ -107,7 +107,7 @@ class CountingProxy:
         return None
 
     def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
-        """Return this thread's keep-alive connection to `netloc`, like a client would keep."""
+        """Return this thread's keep-alive connection to `netloc`, as a client would keep one."""
         pool: dict[tuple[str, str], http.client.HTTPConnection] = getattr(self._local, "pool", {})
         self._local.pool = pool
         key = (scheme, netloc)
@@ -158,8 +158,10 @@ class CountingProxy:
                         connection.request(self.command, path, headers=headers)
                         response = connection.getresponse()
                         break
-                    except (OSError, http.client.HTTPException):
-                        # A kept-alive connection the server closed: reconnect once.
+                    except (OSError, http.client.HTTPException) as error:
+                        # The server may have closed a kept-alive connection, so reconnect once.
+                        logger.info("proxy: %s %s failed (%s), reconnecting", self.command,
+                                    upstream, error)
                         proxy._drop(parts.scheme, parts.netloc)
                         if attempt == 1:
                             self.send_error(502, "upstream failed")

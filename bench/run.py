@@ -46,6 +46,7 @@ SUTURE = Path(sys.executable).parent / "suture"
 PY_SPY = Path(sys.executable).parent / "py-spy"
 PROFILE_HZ = 100
 RSS_TARGET_MB = 150.0
+ANALYSIS_MARKER = "<!-- Written by hand from a run's figures; bench/run.py keeps this part. -->"
 
 
 @dataclass
@@ -153,20 +154,21 @@ class Bench:
                           ".debs); suture's own bytes_downloaded (.debs only) = "
                           f"{case.runs[-1].extra['suture_bytes_downloaded'] / 1e6:.2f} MB.")
 
-    def suture_warm(self, case: Case) -> None:
+    def suture_warm(self, case: Case, compression: str = "gzip") -> None:
         source = self.cache.layout("debian-bookworm")
         cache = self.warm_cache
         if cache is None:
             raise RuntimeError("no warm cache: the cold suture case did not run")
         for _ in range(self.runs):
-            run_dir = self.fresh("oci-warm")
+            run_dir = self.fresh(f"oci-warm-{compression}")
             dest = run_dir / "out"
             command = self.suture("-i", f"oci:{source}:latest", "--dest", f"oci:{dest}:patched",
-                                  "--summary", str(run_dir / "summary.json"))
+                                  "--summary", str(run_dir / "summary.json"),
+                                  "--compression", compression)
             measured, downloaded = self.measure_suture(command, cache, run_dir / "suture.log")
             case.runs.append(suture_run(measured, downloaded, dest, "patched"))
-        case.notes.append("The cache of the last cold run is reused; downloaded bytes are the "
-                          "proxy's count (index freshness checks included).")
+        case.notes.append("The cache of the last cold run is reused. Downloaded bytes are the "
+                          "proxy's count, which includes the index freshness checks.")
 
     # --- case 2: registry to registry ---------------------------------------------------
 
@@ -193,7 +195,8 @@ class Bench:
             f"{last['new_blobs']} ({', '.join(last['new_blob_kinds'])}). uploaded = the sizes of "
             "the blobs that were not in the registry storage before the run. Bytes pulled from "
             f"the registry: {last['registry_pulled'] / 1e6:.1f} MB in {last['blob_gets']} "
-            "blob GETs (from its access log).")
+            f"blob GETs, {last['base_gets']} of them for the original layer (from its access "
+            "log).")
 
     def one_registry_run(self, case: Case, registry: Registry, source: Path, run_dir: Path,
                          original: set[str]) -> Run:
@@ -220,6 +223,7 @@ class Bench:
         blob_gets = [(path, size) for method, path, _status, size in parse_access(lines)
                      if method == "GET" and "/blobs/" in path]
         pulled = sum(size for _path, size in blob_gets)
+        base_gets = sum(1 for path, _size in blob_gets if any(d in path for d in original))
         document = json.loads(summary.read_text())
         result_digest = document["result"]["digest"]
         layer = registry_patch_layer(registry, result_digest)
@@ -230,7 +234,7 @@ class Bench:
             kinds.append(f"{'patch layer' if size == layer else 'json'} {size} B")
         run.extra.update(reuploaded=reuploaded, upload_requests=len(uploads),
                          new_blobs=len(new), new_blob_kinds=kinds, registry_pulled=pulled,
-                         blob_gets=len(blob_gets))
+                         blob_gets=len(blob_gets), base_gets=base_gets)
         return run
 
     # --- case 3: the rebuild ------------------------------------------------------------
@@ -430,7 +434,8 @@ def load_now() -> str:
 
 def suture_run(measured: Measured, downloaded: int, layout: Path, ref: str) -> Run:
     descriptor = patch_layer(layout, ref)
-    raw = gunzipped_size(layout / "blobs" / "sha256" / descriptor["digest"].split(":")[1])
+    raw = uncompressed_size(layout / "blobs" / "sha256" / descriptor["digest"].split(":")[1],
+                            descriptor["mediaType"])
     run = Run(wall=measured.wall, cpu=measured.cpu, rss_mb=measured.max_rss_kb / 1024,
               downloaded=downloaded, layer=int(descriptor["size"]), layer_raw=raw)
     run.extra["layer_digest"] = descriptor["digest"]
@@ -463,7 +468,17 @@ def layer_digests(layout: Path, ref: str) -> list[str]:
     return [layer["digest"] for m in manifests for layer in m["layers"]]
 
 
-def gunzipped_size(path: Path) -> int:
+def uncompressed_size(path: Path, media_type: str) -> int:
+    """Return the size of a layer blob's tar stream (gzip, zstd or uncompressed)."""
+    if media_type.endswith("+zstd"):
+        with subprocess.Popen(["zstd", "-dc", str(path)], stdout=subprocess.PIPE) as process:
+            assert process.stdout is not None
+            total = 0
+            while chunk := process.stdout.read(1 << 20):
+                total += len(chunk)
+        return total
+    if not media_type.endswith("+gzip"):
+        return path.stat().st_size
     decompressor = zlib.decompressobj(wbits=31)
     total = 0
     with path.open("rb") as handle:
@@ -722,8 +737,14 @@ def write_report(bench: Bench, path: Path, command: str, started: float) -> None
             lines += [f"### {label} cache", "", bench.profiles[label], ""]
     if "note" in bench.profiles:
         lines += [bench.profiles["note"], ""]
-    lines += ["<!-- analysis -->", ""]
-    path.write_text("\n".join(lines), encoding="utf-8")
+    # The analysis below the marker is written by hand from an earlier run, so keep it.
+    kept = ""
+    if path.exists():
+        previous = path.read_text(encoding="utf-8")
+        if ANALYSIS_MARKER in previous:
+            kept = previous.split(ANALYSIS_MARKER, 1)[1]
+    lines.append(ANALYSIS_MARKER)
+    path.write_text("\n".join(lines) + (kept or "\n"), encoding="utf-8")
     data = {"machine": info, "command": command, "plan": bench.plan, "payload": payload,
             "cases": {k: {**asdict(c)} for k, c in cases.items()}}
     path.with_name("results.json").write_text(json.dumps(data, indent=2, default=str))
@@ -751,6 +772,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ("floor", "4. download floor: apt-get download of the planned .debs",
          bench.download_floor),
         ("warm", "5. suture, OCI → OCI, warm caches", bench.suture_warm),
+        ("warm-zstd", "5b. the same with --compression zstd",
+         lambda case: bench.suture_warm(case, "zstd")),
         ("multi", "6a. suture, 2-platform index, cold", bench.multiplatform),
         ("batch-seq", f"6b. batch of {args.batch}, sequential",
          lambda case: bench.batch_run(case, 1)),
