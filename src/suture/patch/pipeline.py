@@ -356,8 +356,7 @@ def _apply_plan(
     staging = Staging(workdir)
     seed_staging(image, staging)
     updates = [(p, fetched.paths[f"{p.name}:{p.architecture}"]) for p in plan.updates]
-    # NOTE: Staging declares BinaryIO where the engine's StagingTree protocol has IO[bytes].
-    applied = apply_updates(fs, database, updates, staging)  # type: ignore[arg-type]
+    applied = apply_updates(fs, database, updates, staging)
     deadline.check()
 
     compression: Literal["gzip", "zstd"] = "zstd" if request.compression == "zstd" else "gzip"

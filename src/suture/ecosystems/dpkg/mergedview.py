@@ -10,7 +10,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import BinaryIO, Protocol
 
 from suture.errors import EcosystemError
 from suture.image.fsview import FileEntry, FileSystemView, FileType
@@ -28,7 +28,7 @@ class StagingTree(Protocol):
         *,
         data: bytes | None = None,
         source: Path | None = None,
-        stream: IO[bytes] | None = None,
+        stream: BinaryIO | None = None,
         mode: int = 0o644,
         uid: int = 0,
         gid: int = 0,
