@@ -111,10 +111,14 @@ def build_deb(
     control_files: dict[str, str] | None = None,
     architecture: str = "amd64",
 ) -> Path:
-    """Build a .deb with the real dpkg-deb and return its path."""
+    """Build a .deb with the real dpkg-deb and return its path.
+
+    A `conffiles` entry is written as given, so "remove-on-upgrade /etc/x" works too.
+    """
     tree = workdir / f"{name}-{version}-tree"
     shutil.rmtree(tree, ignore_errors=True)
     (tree / "DEBIAN").mkdir(parents=True)
+
     control = (
         f"Package: {name}\nVersion: {version}\nArchitecture: {architecture}\n"
         f"Maintainer: Test <test@example.com>\nInstalled-Size: 1\n{control_extra}"
@@ -127,6 +131,7 @@ def build_deb(
         path = tree / "DEBIAN" / member
         path.write_text(text)
         path.chmod(0o755)
+
     for directory in directories:
         (tree / directory.lstrip("/")).mkdir(parents=True, exist_ok=True)
     for path, data in files.items():

@@ -289,7 +289,7 @@ def test_file_takeover_matches_dpkg(tmp_path: Path) -> None:
 
 
 def test_second_update_into_same_staging(tmp_path: Path) -> None:
-    # A re-patch applies newer packages on top of a staging that already holds an earlier patch,
+    # A re-patch applies newer packages on top of a staging that contains an earlier patch,
     # while `fs` and the database passed in still describe the original image.
     conffiles = ("/etc/r.conf",)
     v1 = build_deb(tmp_path, "r", "1", {"/etc/r.conf": "c1\n", "/usr/share/r/one": "1\n"},
