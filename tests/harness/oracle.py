@@ -83,7 +83,11 @@ def _mounted_paths() -> set[str]:
 
 
 class AptOracle:
-    """Ask apt and dpkg about the root filesystem at `rootfs` (an unpacked image)."""
+    """Ask apt and dpkg about the root filesystem at `rootfs` (an unpacked image).
+
+    Queries leave the tree as it was: apt works on tmpfs mounts, and the chroot's
+    /proc, /dev and resolv.conf are removed afterwards.
+    """
 
     def __init__(
         self, rootfs: Path, architecture: str | None = None, lists_cache: Path | None = None
@@ -111,9 +115,9 @@ class AptOracle:
     def pending_upgrades(self, dist_upgrade: bool = False) -> list[Upgrade]:
         """Run `apt-get update` on the image's sources; list what `apt-get -s upgrade` installs."""
         action = "dist-upgrade" if dist_upgrade else "upgrade"
-        with self._cached_lists():
+        with self._scratch_apt_state():
             self._run_apt(["apt-get", "-q", "update"])
-        output = self._run_apt(["apt-get", "-s", "-q", action])
+            output = self._run_apt(["apt-get", "-s", "-q", action])
         upgrades: list[Upgrade] = []
         for line in output.splitlines():
             match = _INST_LINE.match(line)
@@ -143,14 +147,17 @@ class AptOracle:
     # Helpers.
 
     @contextlib.contextmanager
-    def _cached_lists(self) -> Iterator[None]:
-        """Seed /var/lib/apt/lists from earlier sessions and store the result afterwards.
+    def _scratch_apt_state(self) -> Iterator[None]:
+        """Give apt empty tmpfs mounts for its lists and caches, seeded from earlier sessions.
 
-        apt-get update still checks every index against the mirror; the cache
-        only saves downloading indexes that have not changed since.
+        The image stays as unpacked, so other tests can share it. apt-get update
+        still checks every index against the mirror. The cache of lists only saves
+        downloading indexes that have not changed since the last session.
         """
         lists = self.rootfs / "var/lib/apt/lists"
-        lists.mkdir(parents=True, exist_ok=True)
+        apt_cache = self.rootfs / "var/cache/apt"
+        # apt-get -s writes its solver log (eipp.log.xz) here.
+        apt_log = self.rootfs / "var/log/apt"
         sources = sorted((self.rootfs / "etc/apt").glob("sources.list*"))
         sources += sorted((self.rootfs / "etc/apt/sources.list.d").glob("*"))
         digest = hashlib.sha256(self.architecture.encode())
@@ -159,9 +166,15 @@ class AptOracle:
                 digest.update(path.name.encode() + b"\0" + path.read_bytes())
         cached = self.lists_cache / digest.hexdigest()[:16]
         self.lists_cache.mkdir(parents=True, exist_ok=True)
-        with (self.lists_cache / f"{cached.name}.lock").open("w") as lock:
+
+        with (
+            (self.lists_cache / f"{cached.name}.lock").open("w") as lock,
+            _tmpfs(lists),
+            _tmpfs(apt_cache),
+            _tmpfs(apt_log),
+        ):
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if cached.is_dir() and not any(lists.glob("*_InRelease")):
+            if cached.is_dir():
                 for item in cached.iterdir():
                     shutil.copy2(item, lists / item.name)
             yield
@@ -264,6 +277,19 @@ class AptOracle:
                 f"{' '.join(command)} in {self.rootfs} failed: {result.stderr.strip()}"
             )
         return result
+
+
+@contextlib.contextmanager
+def _tmpfs(path: Path) -> Iterator[None]:
+    """Mount an empty tmpfs on `path` for the duration of the block."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", str(path)], check=True)
+    try:
+        yield
+    finally:
+        result = subprocess.run(["umount", str(path)], capture_output=True, check=False)
+        if result.returncode != 0:
+            subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 @contextlib.contextmanager

@@ -420,3 +420,14 @@ def test_fault_proxy_truncates_body(registry_plain: Registry) -> None:
         proxy.add(FaultRule("truncate", path=r"^/v2/_catalog", keep_bytes=3))
         with pytest.raises(http.client.IncompleteRead):
             urllib.request.urlopen(f"http://{proxy.host}/v2/_catalog", timeout=10).read()
+
+
+def test_oracle_leaves_rootfs_unchanged(images: Images, tmp_path: Path) -> None:
+    from tests.harness.ocilayout import snapshot
+
+    rootfs = images.fresh_rootfs("debian-bookworm", tmp_path / "rootfs")
+    before = snapshot(rootfs)
+    oracle = AptOracle(rootfs)
+    oracle.pending_upgrades()
+    oracle.audit()
+    assert snapshot(rootfs) == before
