@@ -22,6 +22,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -250,6 +251,10 @@ class Bench:
             self.rebuild_with(case, daemon, directory)
         finally:
             stop_dockerd(daemon)
+            # dockerd leaves its default network namespace mounted under the exec root.
+            netns = directory / "exec" / "netns" / "default"
+            if os.path.ismount(netns):
+                subprocess.run(["umount", str(netns)], check=False)
             shutil.rmtree(directory, ignore_errors=True)
 
     def rebuild_with(self, case: Case, daemon: DockerDaemon, directory: Path) -> None:
@@ -283,7 +288,13 @@ class Bench:
                                                           "{{.Size}}", "bench/bookworm:latest")
                                                .stdout)
             if index == self.runs - 1:
-                run.layer_raw, run.layer = saved_top_layer(daemon, tag, self.fresh("save"))
+                run.layer_raw, run.layer, leftovers = saved_top_layer(daemon, tag,
+                                                                      self.fresh("save"))
+                case.notes.append(
+                    f"Of the last RUN layer's {run.layer_raw / 1e6:.1f} MB, "
+                    f"{leftovers / 1e6:.1f} MB are apt lists and caches (/var/lib/apt/lists, "
+                    "/var/cache/apt, including the downloaded .debs) that a Dockerfile could "
+                    "delete in the same RUN.")
             case.runs.append(run)
         case.notes.append("Builder: dockerd from the harness, legacy builder (DOCKER_BUILDKIT=0), "
                           "`--network host`, apt through the counting proxy (`http_proxy` "
@@ -526,8 +537,15 @@ def registry_patch_layer(registry: Registry, manifest_digest: str) -> int:
     return int(manifest["layers"][-1]["size"])
 
 
-def saved_top_layer(daemon: DockerDaemon, tag: str, scratch: Path) -> tuple[int, int]:
-    """Return (uncompressed, gzip -6) size of the image's top layer from `docker save`."""
+APT_LEFTOVERS = ("var/lib/apt/lists/", "var/cache/apt/")
+
+
+def saved_top_layer(daemon: DockerDaemon, tag: str, scratch: Path) -> tuple[int, int, int]:
+    """Return the uncompressed size, gzip -6 size and apt list and cache bytes of the top layer.
+
+    The layer comes from `docker save`. The apt bytes are the file sizes under
+    /var/lib/apt/lists and /var/cache/apt, which a Dockerfile could delete in the same RUN.
+    """
     archive = scratch / "image.tar"
     daemon.run("save", "-o", str(archive), tag, timeout=600)
     subprocess.run(["tar", "-xf", str(archive), "-C", str(scratch)], check=True)
@@ -535,9 +553,14 @@ def saved_top_layer(daemon: DockerDaemon, tag: str, scratch: Path) -> tuple[int,
     top = scratch / manifest[0]["Layers"][-1]
     with top.open("rb") as source:
         gzip = subprocess.run(["gzip", "-6", "-c"], stdin=source, capture_output=True, check=True)
+    leftovers = 0
+    with tarfile.open(top) as layer:
+        for member in layer:
+            if member.isfile() and member.name.lstrip("./").startswith(APT_LEFTOVERS):
+                leftovers += member.size
     size = top.stat().st_size
     shutil.rmtree(scratch, ignore_errors=True)
-    return size, len(gzip.stdout)
+    return size, len(gzip.stdout), leftovers
 
 
 def apt_options(directory: Path, proxy: str) -> list[str]:
