@@ -85,8 +85,9 @@ def _mounted_paths() -> set[str]:
 class AptOracle:
     """Ask apt and dpkg about the root filesystem at `rootfs` (an unpacked image).
 
-    Queries leave the tree as it was: apt works on tmpfs mounts, and the chroot's
-    /proc, /dev and resolv.conf are removed afterwards.
+    Queries leave the tree as it was, except for the apt lists that
+    `pending_upgrades` keeps unless told otherwise: apt's caches and logs go to
+    tmpfs mounts, and the chroot's /proc, /dev and resolv.conf are removed afterwards.
     """
 
     def __init__(
@@ -112,10 +113,17 @@ class AptOracle:
                 versions[name] = version
         return versions
 
-    def pending_upgrades(self, dist_upgrade: bool = False) -> list[Upgrade]:
-        """Run `apt-get update` on the image's sources; list what `apt-get -s upgrade` installs."""
+    def pending_upgrades(
+        self, dist_upgrade: bool = False, keep_lists: bool = True
+    ) -> list[Upgrade]:
+        """Run `apt-get update` on the image's sources; list what `apt-get -s upgrade` installs.
+
+        With `keep_lists` the downloaded indexes stay in the image's
+        /var/lib/apt/lists, so apt can run there afterwards; pass False to
+        leave the tree exactly as it was (required for shared `images.rootfs`).
+        """
         action = "dist-upgrade" if dist_upgrade else "upgrade"
-        with self._scratch_apt_state():
+        with self._scratch_apt_state(keep_lists):
             self._run_apt(["apt-get", "-q", "update"])
             output = self._run_apt(["apt-get", "-s", "-q", action])
         upgrades: list[Upgrade] = []
@@ -147,10 +155,10 @@ class AptOracle:
     # Helpers.
 
     @contextlib.contextmanager
-    def _scratch_apt_state(self) -> Iterator[None]:
-        """Give apt empty tmpfs mounts for its lists and caches, seeded from earlier sessions.
+    def _scratch_apt_state(self, keep_lists: bool) -> Iterator[None]:
+        """Give apt tmpfs mounts for its caches and logs, and seed its lists from earlier sessions.
 
-        The image stays as unpacked, so other tests can share it. apt-get update
+        The lists go to a tmpfs too unless `keep_lists` is set. apt-get update
         still checks every index against the mirror. The cache of lists only saves
         downloading indexes that have not changed since the last session.
         """
@@ -169,12 +177,13 @@ class AptOracle:
 
         with (
             (self.lists_cache / f"{cached.name}.lock").open("w") as lock,
-            _tmpfs(lists),
+            contextlib.nullcontext() if keep_lists else _tmpfs(lists),
             _tmpfs(apt_cache),
             _tmpfs(apt_log),
         ):
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if cached.is_dir():
+            lists.mkdir(parents=True, exist_ok=True)
+            if cached.is_dir() and not any(lists.glob("*_InRelease")):
                 for item in cached.iterdir():
                     shutil.copy2(item, lists / item.name)
             yield
