@@ -85,9 +85,9 @@ def _mounted_paths() -> set[str]:
 class AptOracle:
     """Ask apt and dpkg about the root filesystem at `rootfs` (an unpacked image).
 
-    Queries leave the tree as it was, except for the apt lists that
-    `pending_upgrades` keeps unless told otherwise: apt's caches and logs go to
-    tmpfs mounts, and the chroot's /proc, /dev and resolv.conf are removed afterwards.
+    Queries leave the tree as it was. The one exception is the apt lists that
+    `pending_upgrades(keep_lists=True)` leaves behind. apt's caches and logs go
+    to tmpfs mounts, and the chroot's /proc, /dev and resolv.conf are undone.
     """
 
     def __init__(
@@ -119,8 +119,8 @@ class AptOracle:
         """Run `apt-get update` on the image's sources; list what `apt-get -s upgrade` installs.
 
         With `keep_lists` the downloaded indexes stay in the image's
-        /var/lib/apt/lists, so apt can run there afterwards; pass False to
-        leave the tree exactly as it was (required for shared `images.rootfs`).
+        /var/lib/apt/lists, so apt can run there afterwards. Pass False to leave
+        the tree exactly as it was, as the shared `images.rootfs` trees require.
         """
         action = "dist-upgrade" if dist_upgrade else "upgrade"
         with self._scratch_apt_state(keep_lists):

@@ -312,6 +312,7 @@ def _apt_get(
     (work / "parts").mkdir(exist_ok=True)
     (work / "lists/partial").mkdir(parents=True, exist_ok=True)
     (work / "archives/partial").mkdir(parents=True, exist_ok=True)
+
     options = [
         f"Dir::Etc::SourceList={sources}",
         f"Dir::Etc::SourceParts={work / 'parts'}",
@@ -322,6 +323,7 @@ def _apt_get(
         "Debug::NoLocking=1",
         "Acquire::Retries=0",
     ]
+
     # The host's apt.conf.d may relax checks (Check-Valid-Until), so read none of it.
     config = work / "apt.conf"
     config.write_text(f'Dir::Etc::Parts "{work / "parts"}";\n', encoding="utf-8")
