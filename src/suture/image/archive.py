@@ -60,6 +60,7 @@ from suture.image.model import (
     Manifest,
 )
 from suture.image.store import verifying_reader
+from suture.outputs import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -392,25 +393,19 @@ def _add_uncompressed_layer(archive: tarfile.TarFile, name: str, blobs: BlobStor
 
 @contextmanager
 def _atomic_tar(path: Path, kind: str) -> Iterator[tarfile.TarFile]:
-    directory = path.parent
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.tmp-")
+        path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise TransportError(f"cannot write {kind} {path}: {error.strerror or error}; check that "
                              "its directory exists and is writable") from error
     try:
-        with os.fdopen(descriptor, "wb") as handle:
-            with tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as archive:
-                yield archive
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        with (
+            atomic_output(path) as handle,
+            tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as archive,
+        ):
+            yield archive
     except OSError as error:
         raise TransportError(f"cannot write {kind} {path}: {error.strerror or error}") from error
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 def _tar_info(name: str, size: int) -> tarfile.TarInfo:

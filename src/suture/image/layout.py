@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -42,6 +41,7 @@ from suture.image.model import (
     verify_digest,
 )
 from suture.image.store import verifying_reader
+from suture.outputs import atomic_output
 
 logger = logging.getLogger(__name__)
 
@@ -371,7 +371,7 @@ def copy_verified(stream: BinaryIO, target: Path, descriptor: Descriptor) -> Non
     if algorithm not in hashlib.algorithms_available:
         raise ImageError(f"blob {descriptor.digest}: unsupported digest algorithm {algorithm!r}")
     hasher = hashlib.new(algorithm)
-    with _AtomicFile(target) as handle:
+    with atomic_output(target) as handle:
         while chunk := stream.read(_CHUNK):
             hasher.update(chunk)
             handle.write(chunk)
@@ -381,33 +381,5 @@ def copy_verified(stream: BinaryIO, target: Path, descriptor: Descriptor) -> Non
 
 
 def _write_atomic(target: Path, data: bytes) -> None:
-    with _AtomicFile(target) as handle:
+    with atomic_output(target) as handle:
         handle.write(data)
-
-
-class _AtomicFile:
-    """A temporary file beside `target` that replaces it on success and vanishes on failure."""
-
-    def __init__(self, target: Path) -> None:
-        self._target = target
-        self._handle: BinaryIO | None = None
-
-    def __enter__(self) -> BinaryIO:
-        descriptor, name = tempfile.mkstemp(dir=self._target.parent,
-                                            prefix=f".{self._target.name}.tmp-")
-        self._name = name
-        self._handle = os.fdopen(descriptor, "wb")
-        return self._handle
-
-    def __exit__(self, kind: object, value: object, traceback: object) -> None:
-        assert self._handle is not None
-        try:
-            if kind is None:
-                self._handle.flush()
-                os.fsync(self._handle.fileno())
-            self._handle.close()
-            if kind is None:
-                os.replace(self._name, self._target)
-        finally:
-            if os.path.exists(self._name):
-                os.unlink(self._name)

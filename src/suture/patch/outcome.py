@@ -8,8 +8,6 @@ JSON; `write_vex` writes the VEX document for a run that produced an image.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -18,6 +16,7 @@ from suture.ecosystems.base import PackageStatus, Plan, PlannedPackage
 from suture.errors import SutureError
 from suture.image.model import Image
 from suture.image.transports import Location
+from suture.outputs import atomic_output
 from suture.patch.summary import ImageSummary, PackageSummary, PlatformSummary, Summary
 from suture.patch.vex import VexPlatform, build_openvex
 
@@ -139,18 +138,11 @@ def to_summary(outcome: PatchOutcome) -> Summary:
 
 def write_atomic(path: Path, data: bytes) -> None:
     """Write a file through a temporary name in the same directory, then rename it."""
-    directory = path.parent
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
-    except OSError as error:
-        raise SutureError(f"cannot write {path}: {error.strerror}") from error
-    try:
-        with os.fdopen(handle, "wb") as stream:
+        with atomic_output(path) as stream:
             stream.write(data)
-        os.replace(temporary, path)
     except OSError as error:
-        Path(temporary).unlink(missing_ok=True)
-        raise SutureError(f"cannot write {path}: {error.strerror}") from error
+        raise SutureError(f"cannot write {path}: {error.strerror or error}") from error
 
 
 def write_summary(outcome: PatchOutcome, path: Path) -> None:
