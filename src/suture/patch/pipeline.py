@@ -33,6 +33,7 @@ from suture.ecosystems.dpkg.ecosystem import DpkgEcosystem
 from suture.ecosystems.dpkg.fetch import fetch_packages
 from suture.ecosystems.dpkg.unpack import apply_updates
 from suture.errors import SutureError, TransportError, UnsupportedImageError, UsageError
+from suture.image.cache import BlobCache
 from suture.image.fsview import FileSystemView
 from suture.image.merged import MergedFileSystem
 from suture.image.model import Artifact, Image, Platform
@@ -44,7 +45,13 @@ from suture.image.transports import (
     write_artifact,
 )
 from suture.patch.build import build_layer
-from suture.patch.destination import daemon_reachable, resolve_destination
+from suture.patch.destination import (
+    SINGLE_IMAGE_TRANSPORTS,
+    check_output_file,
+    check_single_image_destination,
+    daemon_reachable,
+    resolve_destination,
+)
 from suture.patch.image_edit import append_patch_layer, seed_staging
 from suture.patch.index import build_patched_index
 from suture.patch.outcome import PatchOutcome, PlatformOutcome, PlatformStatus, write_vex
@@ -127,13 +134,20 @@ def run_patch(
         source, tag=request.tag, tag_suffix=request.tag_suffix, push=request.push,
         dest=request.dest, daemon_available=(lambda: True) if request.dry_run else daemon_reachable,
     )
+    if request.summary is not None:
+        check_output_file(request.summary, "--summary")
     if not request.dry_run:
         check_writable(destination)
+        if request.output is not None:
+            check_output_file(request.output, "-o/--output")
     options = TransportOptions(
         insecure_registries=request.insecure_registries,
         ca_file=request.registry_ca,
         docker_config=request.docker_config,
         timeout=min(MAX_REQUEST_SECONDS, max(1.0, deadline.remaining())),
+        # Registry blobs are spooled to disk on their first read, so that reading a layer again
+        # (for a file's content) does not download it again.
+        cache=BlobCache((request.cache_dir or _default_cache_dir()) / "blobs"),
         progress=progress,
     )
     reports = load_reports(request.report, request.scanner) if request.report else None
@@ -142,6 +156,7 @@ def run_patch(
     artifact = read_artifact(source, options)
     deadline.check()
     targets = select_platforms(artifact, request.platforms)
+    check_single_image_destination(destination, len(targets), not isinstance(artifact, Image))
 
     with tempfile.TemporaryDirectory(prefix="suture-") as workdir:
         outcomes = _patch_platforms(
@@ -163,6 +178,9 @@ def run_patch(
 
         deadline.check()
         result = assemble(artifact, patched)
+        if destination.transport in SINGLE_IMAGE_TRANSPORTS:
+            # An index narrowed by --platform to one image is written as that image.
+            result = next(iter(patched.values()))
         log.info("writing %s to %s", result.digest, destination)
         digest = write_artifact(destination, result, options)
 
@@ -171,7 +189,13 @@ def run_patch(
         seconds=time.monotonic() - started,
     )
     if request.output is not None:
-        write_vex(outcome, destination, request.output, request.vex_author)
+        try:
+            written = write_vex(outcome, destination, request.output, request.vex_author)
+        except SutureError as error:
+            raise SutureError(
+                f"{error}; the patched image was written to {destination} ({digest})"
+            ) from error
+        outcome = replace(outcome, vex_written=written)
     return outcome
 
 
@@ -248,8 +272,9 @@ def _patch_platforms(
             )
         except SutureError as error:
             # A single image's failure is the command's failure. In an index it is recorded,
-            # so that with --ignore-errors the platform is carried over unpatched.
-            if single:
+            # so that with --ignore-errors the platform is carried over unpatched. Ctrl-C stops
+            # every platform.
+            if single or deadline.interrupted:
                 raise
             log.error("platform %s: %s", image.platform, error)
             return PlatformOutcome(

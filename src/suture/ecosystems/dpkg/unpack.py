@@ -38,6 +38,7 @@ from suture.ecosystems.dpkg.dpkgconf import (
 from suture.ecosystems.dpkg.mergedview import MergedView, StagingTree
 from suture.errors import PackageError
 from suture.image.fsview import FileSystemView, FileType
+from suture.image.merged import MergedFileSystem
 
 __all__ = ["AppliedPackage", "ApplyResult", "ConffileAction", "MergedView", "StagingTree",
            "apply_updates", "decide_conffile"]
@@ -119,6 +120,7 @@ def apply_updates(
     diversions = read_diversions(view)
     filters = read_path_filters(view)
     debs = [(planned, _open_planned(planned, path)) for planned, path in updates]
+    _preload_contents(fs, database, [deb for _, deb in debs], diversions)
     works: list[PackageUpdate] = []
     written_paths: set[str] = set()
 
@@ -164,6 +166,37 @@ def apply_updates(
     if any(work.deb.name == cacerts.PACKAGE for work in works):
         notes.extend(cacerts.regenerate(view, staging))
     return ApplyResult(packages=tuple(applied), notes=tuple(notes))
+
+
+def _preload_contents(
+    fs: FileSystemView,
+    database: DpkgDatabase,
+    debs: Sequence[DebFile],
+    diversions: Mapping[str, tuple[str, str]],
+) -> None:
+    """Load the image files the engine compares, in one pass over each layer that holds them.
+
+    These are the old and new conffiles of every package, at their own and their diverted
+    paths, and the certificates when ca-certificates is updated. Read one by one, each would
+    stream its whole layer again. A path missing here is still read on demand.
+    """
+    if not isinstance(fs, MergedFileSystem):
+        return
+    paths: set[str] = set()
+    for deb in debs:
+        conffiles = [path for path, _ in deb.conffile_entries()]
+        old = _find_installed(database, deb)
+        if old is not None:
+            conffiles.extend(old.conffiles)
+        for path in conffiles:
+            paths.add(path)
+            paths.add(divert(path, deb.name, diversions))
+    if any(deb.name == cacerts.PACKAGE for deb in debs):
+        paths.add(cacerts.CONF_PATH)
+        directories = (cacerts.CERTS_DIR, cacerts.LOCAL_CERTS_DIR, cacerts.ETC_CERTS_DIR)
+        paths.update(path for path in fs.paths() if path.startswith(
+            tuple(directory + "/" for directory in directories)))
+    fs.load_contents(sorted(paths))
 
 
 def _stages_database(staging: StagingTree) -> bool:
