@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import mmap
 import os
 import time
 from collections.abc import Sequence
@@ -22,7 +23,12 @@ from suture.ecosystems.dpkg.database import (
 from suture.ecosystems.dpkg.detect import detect_distribution
 from suture.ecosystems.dpkg.fetch import new_client
 from suture.ecosystems.dpkg.index import PackagesIndex
-from suture.ecosystems.dpkg.release import Release, fetch_index, fetch_release, image_certificates
+from suture.ecosystems.dpkg.release import (
+    Release,
+    fetch_index_file,
+    fetch_release,
+    image_certificates,
+)
 from suture.ecosystems.dpkg.resolve import CandidatePool, plan_packages
 from suture.ecosystems.dpkg.sources import AptSource, select_sources
 from suture.errors import RepositoryError
@@ -162,11 +168,11 @@ def _load_indexes(
             loaded.append(cached)
             continue
         started = time.monotonic()
-        data = fetch_index(client, release, name, cache_dir)
-        if data is None:
+        path = fetch_index_file(client, release, name, cache_dir)
+        if path is None:
             continue
         index = PackagesIndex(
-            data.decode("utf-8", errors="replace"),
+            _map_file(path),
             base_url=source.uri,
             suite=source.suite,
             not_automatic=release.not_automatic,
@@ -184,3 +190,11 @@ def _load_indexes(
         _PARSED[key] = index
         loaded.append(index)
     return loaded
+
+
+def _map_file(path: Path) -> bytes | mmap.mmap:
+    """Map the decompressed index read-only; the cache never rewrites a file in place."""
+    with path.open("rb") as handle:
+        if os.fstat(handle.fileno()).st_size == 0:
+            return b""
+        return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)

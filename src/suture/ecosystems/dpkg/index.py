@@ -1,11 +1,15 @@
 """Packages indexes: candidate versions of binary packages, and dependency relations.
 
 A Debian main `Packages` index has about 60,000 stanzas, and planning looks at a few hundred
-packages. So one scan splits the index into stanza strings grouped by their `Package:` name, and
-a stanza's fields are parsed only when that name is looked up. The `Provides:` map is built by
-one more scan the first time a virtual package is looked up. Measured on bookworm main for amd64
-(63,440 stanzas, one 2-core Xeon VM): python-debian's `Packages.iter_paragraphs` took 13 s,
-this scan 0.6 s, and the xz decompression 2 s.
+packages. So one scan records where each stanza starts, grouped by its `Package:` name, and a
+stanza is decoded and its fields parsed only when that name is looked up. The `Provides:` map is
+built by one more scan the first time a virtual package is looked up. Measured on bookworm main
+for amd64 (63,440 stanzas, one 2-core Xeon VM): python-debian's `Packages.iter_paragraphs` took
+13 s, splitting the decoded text 0.6 s, and the xz decompression 2 s.
+
+The index stays bytes, usually a read-only memory map of the decompressed file in the cache.
+Decoding all of bookworm's 50 MB at once would take 200 MB, because one character outside the
+Basic Multilingual Plane makes Python store every character in 4 bytes.
 
 Relations follow deb-control(5) and the Debian Policy Manual, section 7.1:
 `name[:archqual] [(op version)] [[arch ...]] [<profile>]`, `|` for alternatives, `,` between
@@ -14,6 +18,7 @@ relations.
 
 from __future__ import annotations
 
+import mmap
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -26,6 +31,10 @@ _RELATION_RE = re.compile(
     r"(?:\(\s*(?P<op><<|<=|>=|>>|=|<|>)\s*(?P<version>[^)\s]+)\s*\))?\s*"
     r"(?:\[(?P<arches>[^\]]*)\])?\s*(?:<[^>]*>\s*)*$"
 )
+_PACKAGE_LINE_RE = re.compile(rb"^Package:([^\n]*)", re.MULTILINE)
+# The scan drops the pages of a memory-mapped index behind it in steps of this size, so a 50 MB
+# index does not stay resident. The few stanzas read later are paged in again.
+_SCAN_STEP = 8 << 20
 _FIELDS_NEEDED = (
     "Package",
     "Version",
@@ -163,31 +172,59 @@ class PackagesIndex:
     """One `Packages` index of one suite, component and architecture."""
 
     def __init__(
-        self, text: str, *, base_url: str, suite: str, not_automatic: bool = False
+        self,
+        text: str | bytes | mmap.mmap,
+        *,
+        base_url: str,
+        suite: str,
+        not_automatic: bool = False,
     ) -> None:
+        """Index the stanzas of `text`, the decompressed `Packages` file, without decoding it.
+
+        A memory map must stay open as long as the index is used.
+        """
         self.base_url = base_url
         self.suite = suite
         self.not_automatic = not_automatic
-        self._stanzas: dict[str, list[str]] = defaultdict(list)
+        self._data: bytes | mmap.mmap = text.encode("utf-8") if isinstance(text, str) else text
+        self._starts: dict[str, list[int]] = defaultdict(list)
         self._provides: dict[str, list[str]] | None = None
         self._parsed: dict[str, list[Candidate]] = {}
-        for stanza in text.split("\n\n"):
-            if not stanza.startswith("Package:"):
-                stanza = stanza.lstrip("\n")
-                if not stanza.startswith("Package:"):
+        self._scan()
+
+    def _scan(self) -> None:
+        # A stanza starts with its `Package:` line, after the start of the data or a blank line.
+        data = self._data
+        size = len(data)
+        position = 0
+        released = 0
+        while position < size:
+            newline = data.find(b"\n", min(position + _SCAN_STEP, size))
+            end = size if newline == -1 else newline + 1
+            for match in _PACKAGE_LINE_RE.finditer(data, position, end):
+                start = match.start()
+                if start >= 2 and data[start - 2 : start] != b"\n\n":
                     continue
-            end = stanza.find("\n")
-            name = stanza[8 : end if end != -1 else None].strip()
-            self._stanzas[name].append(stanza)
+                if start < 2 and data[:start].strip(b"\n"):
+                    continue
+                name = match[1].strip().decode("utf-8", errors="replace")
+                self._starts[name].append(start)
+            position = end
+            released = _release_pages(data, released, position)
+
+    def _stanza(self, start: int) -> str:
+        end = self._data.find(b"\n\n", start)
+        chunk = self._data[start : end if end != -1 else len(self._data)]
+        return bytes(chunk).decode("utf-8", errors="replace")
 
     def __len__(self) -> int:
-        return sum(len(stanzas) for stanzas in self._stanzas.values())
+        return sum(len(starts) for starts in self._starts.values())
 
     def candidates(self, name: str) -> list[Candidate]:
         """Return every version of `name` in this index."""
         parsed = self._parsed.get(name)
         if parsed is None:
-            parsed = [self._candidate(stanza) for stanza in self._stanzas.get(name, [])]
+            parsed = [self._candidate(self._stanza(start)) for start in self._starts.get(name, [])]
             self._parsed[name] = parsed
         return list(parsed)
 
@@ -195,15 +232,19 @@ class PackagesIndex:
         """Return the names of packages whose `Provides:` names `name`."""
         if self._provides is None:
             provides: dict[str, list[str]] = defaultdict(list)
-            for package, stanzas in self._stanzas.items():
-                for stanza in stanzas:
-                    start = stanza.find("\nProvides:")
-                    if start == -1:
+            data = self._data
+            for package, starts in self._starts.items():
+                for start in starts:
+                    stop = data.find(b"\n\n", start)
+                    stop = len(data) if stop == -1 else stop
+                    found = data.find(b"\nProvides:", start, stop)
+                    if found == -1:
                         continue
-                    end = stanza.find("\n", start + 1)
-                    value = stanza[start + 10 : end if end != -1 else None]
-                    for group in parse_relations(value):
+                    end = data.find(b"\n", found + 1, stop)
+                    value = bytes(data[found + 10 : end if end != -1 else stop])
+                    for group in parse_relations(value.decode("utf-8", errors="replace")):
                         provides[group[0].name].append(package)
+            _release_pages(data, 0, len(data))
             self._provides = provides
         return self._provides.get(name, [])
 
@@ -233,3 +274,17 @@ class PackagesIndex:
             suite=self.suite,
             not_automatic=self.not_automatic,
         )
+
+
+def _release_pages(data: bytes | mmap.mmap, start: int, end: int) -> int:
+    """Drop the resident pages of a memory map from `start` to `end`; return the new start.
+
+    The map is read-only and backed by a file, so the pages are read again when needed.
+    """
+    if not isinstance(data, mmap.mmap):
+        return end
+    aligned = end - end % mmap.PAGESIZE
+    if aligned > start:
+        data.madvise(mmap.MADV_DONTNEED, start, aligned - start)
+        return aligned
+    return start

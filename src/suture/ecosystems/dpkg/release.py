@@ -46,6 +46,9 @@ _FINGERPRINT_RE = re.compile(r"^[0-9A-Fa-f]{16,40}!?$")
 CLOCK_SKEW = timedelta(minutes=10)
 MAX_RELEASE_BYTES = 64 << 20
 MAX_INDEX_BYTES = 512 << 20
+# A decompressed index larger than this is rejected (bookworm main for amd64 is about 50 MB).
+MAX_PLAIN_INDEX_BYTES = 4 << 30
+_DECOMPRESS_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -393,12 +396,32 @@ def fetch_index(
     hash. Returns None when the Release lists no such index. Raises RepositoryError when a
     downloaded file does not match the signed hash or no listed file can be fetched.
     """
+    path = fetch_index_file(client, release, name, cache_dir)
+    return None if path is None else path.read_bytes()
+
+
+def fetch_index_file(
+    client: httpx.Client,
+    release: Release,
+    name: str,
+    cache_dir: Path,
+) -> Path | None:
+    """Like `fetch_index`, but return the path of the decompressed index in the cache.
+
+    The decompressed file is kept in `<cache_dir>/decompressed/`, named after the compressed
+    file's signed SHA256, so a later run reads it without decompressing again. It is written to
+    a temporary file and renamed, so concurrent processes never see a partial index.
+    """
     entries = [release.files[name + s] for s in (".xz", ".gz", "") if name + s in release.files]
     if not entries:
         return None
 
     for number, entry in enumerate(entries, start=1):
         cached = cache_dir / "indexes" / entry.sha256
+        compressed = entry.path.endswith((".xz", ".gz"))
+        plain = cache_dir / "decompressed" / entry.sha256 if compressed else cached
+        if compressed and plain.exists():
+            return plain
         if not (cached.exists() and sha256_file(cached) == entry.sha256):
             cached.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -410,7 +433,10 @@ def fetch_index(
                     "%s has no %s; trying the next compression", release.source, entry.path
                 )
                 continue
-        return _decompress(cached.read_bytes(), entry.path, release)
+        if compressed:
+            plain.parent.mkdir(parents=True, exist_ok=True)
+            _decompress_file(cached, plain, entry.path, release)
+        return plain
     raise AssertionError("the loop returns or raises on its last entry")
 
 
@@ -447,14 +473,26 @@ def _download_index(client: httpx.Client, release: Release, entry: IndexFile, ca
         temporary.unlink(missing_ok=True)
 
 
-def _decompress(data: bytes, path: str, release: Release) -> bytes:
+def _decompress_file(source: Path, target: Path, path: str, release: Release) -> None:
+    """Decompress `source` into `target` in bounded chunks, through a temporary file."""
+    descriptor, temporary_name = tempfile.mkstemp(dir=target.parent, prefix=".partial-")
+    temporary = Path(temporary_name)
+    opener = lzma.open if path.endswith(".xz") else gzip.open
     try:
-        if path.endswith(".xz"):
-            return lzma.decompress(data)
-        if path.endswith(".gz"):
-            return gzip.decompress(data)
+        with os.fdopen(descriptor, "wb") as output, opener(source, "rb") as stream:
+            written = 0
+            while chunk := stream.read(_DECOMPRESS_CHUNK):
+                written += len(chunk)
+                if written > MAX_PLAIN_INDEX_BYTES:
+                    raise RepositoryError(
+                        f"index {path} of {release.source} decompresses to more than "
+                        f"{MAX_PLAIN_INDEX_BYTES} bytes and was rejected; check the mirror"
+                    )
+                output.write(chunk)
+        os.replace(temporary, target)
     except (lzma.LZMAError, OSError, EOFError) as error:
         raise RepositoryError(
             f"index {path} of {release.source} cannot be decompressed: {error}"
         ) from error
-    return data
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -174,7 +174,7 @@ def _preload_contents(
     debs: Sequence[DebFile],
     diversions: Mapping[str, tuple[str, str]],
 ) -> None:
-    """Load the image files the engine compares, in one pass over each layer that holds them.
+    """Load the image files the engine compares, in one pass over each layer that contains them.
 
     These are the old and new conffiles of every package, at their own and their diverted
     paths, and the certificates when ca-certificates is updated. Read one by one, each would
