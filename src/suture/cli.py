@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import click
 
 from suture import __version__
-from suture.errors import SutureError, UsageError
+from suture.errors import CommandInterruptedError, SutureError, UsageError
 from suture.image.model import Platform
 from suture.log import ProgressReporter, console, setup_logging
 from suture.patch.timeouts import Deadline, parse_duration, run_with_deadline
@@ -148,6 +148,8 @@ def _patch_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="suture",
+                      message="%(prog)s %(version)s")
 def cli() -> None:
     """Patch the OS packages of container images without rebuilding them."""
 
@@ -229,10 +231,11 @@ def _run(params: dict[str, Any]) -> None:
             outcome = run_with_deadline(
                 lambda: run_patch(request, deadline, progress.hook, show_plan), deadline
             )
-    except KeyboardInterrupt:
-        out.print("interrupted; nothing was written", markup=False)
-        _exit(EXIT_INTERRUPTED)
+    except (KeyboardInterrupt, CommandInterruptedError):
+        _interrupted()
     except SutureError as error:
+        if deadline.interrupted:
+            _interrupted()
         _fail(error, verbose)
 
     summary = to_summary(outcome)
@@ -240,14 +243,30 @@ def _run(params: dict[str, Any]) -> None:
         try:
             write_summary(outcome, request.summary)
         except SutureError as error:
+            if outcome.changed:
+                error = SutureError(f"{error}; the patched image was written to "
+                                    f"{outcome.result_reference} ({outcome.result_digest})")
             _fail(error, verbose)
     if not quiet:
         render_summary(summary, out, verbose=verbose > 0)
         _print_result(outcome)
+        _print_vex_notice(outcome, request.output)
     if outcome.error is not None:
         _fail(SutureError(outcome.error), verbose=0)
     if outcome.failed and not request.ignore_errors:
         _exit(1)
+
+
+def _interrupted() -> NoReturn:
+    # Worker threads may still log errors caused by the interruption (a closed connection, a
+    # stopped download); those are not failures the user needs to see.
+    logging.disable(logging.CRITICAL)
+    try:
+        console().print("interrupted; nothing was written", markup=False)
+        _exit(EXIT_INTERRUPTED)
+    finally:
+        # Reached only when no worker thread is left, so nothing more is logged.
+        logging.disable(logging.NOTSET)
 
 
 def _print_result(outcome: Any) -> None:
@@ -263,6 +282,15 @@ def _print_result(outcome: Any) -> None:
         out.print("nothing was patched", markup=False)
     else:
         out.print("already up to date; no image written", markup=False)
+
+
+def _print_vex_notice(outcome: Any, output: Path | None) -> None:
+    if output is None or outcome.dry_run or outcome.error is not None or outcome.vex_written:
+        return
+    reason = ("no reported vulnerability was fixed" if outcome.changed
+              else "no patched image was written")
+    console().print(f"no VEX document written to {output}: {reason}", markup=False,
+                    highlight=False, soft_wrap=True)
 
 
 def _fail(error: SutureError, verbose: int) -> NoReturn:

@@ -77,3 +77,9 @@ class ReportError(SutureError):
 
 class CommandTimeoutError(SutureError):
     """The whole command ran past --timeout."""
+
+
+class CommandInterruptedError(SutureError):
+    """The command was stopped with Ctrl-C; exit code 130, as a shell gives for SIGINT."""
+
+    exit_code = 130

@@ -158,7 +158,12 @@ def resolve_destination(
     `dest` (any transport) overrides the defaults; an `oci:` or `oci-archive:` destination
     without a tag gets the new tag.
     """
-    if push and source.transport != "docker" and dest is None:
+    if push and dest is not None:
+        raise UsageError(
+            "--push and --dest cannot be used together: --push writes to the source image's "
+            "repository; to push elsewhere pass only --dest docker://REF"
+        )
+    if push and source.transport != "docker":
         raise UsageError(
             f"--push needs a registry image, but {source} is a local {source.transport} image: "
             "pass --dest docker://REF to push it"
@@ -224,3 +229,35 @@ def _archive_destination(source: Location, target: str) -> Location:
     else:
         reference = target
     return replace(source, path=path, tag=reference)
+
+
+SINGLE_IMAGE_TRANSPORTS = ("docker-archive", "docker-daemon")
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Reject an output file (`--summary`, `-o`) that cannot be written, before any work.
+
+    Checked: the parent directory exists and is writable, and the path is not a directory.
+    """
+    if path.is_dir():
+        raise UsageError(f"invalid {option} {path}: it is a directory; name a file")
+    parent = path.parent
+    if not parent.is_dir():
+        raise UsageError(f"invalid {option} {path}: directory {parent} does not exist; "
+                         "create it first")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"invalid {option} {path}: not writable; pass a writable path")
+
+
+def check_single_image_destination(
+    destination: Location, platform_count: int, is_index: bool
+) -> None:
+    """Reject writing an index with several platforms to a transport that holds one image."""
+    if destination.transport not in SINGLE_IMAGE_TRANSPORTS or not is_index:
+        return
+    if platform_count > 1:
+        raise UsageError(
+            f"{destination} holds a single image, but the source is a multi-platform index "
+            f"with {platform_count} platforms to patch: pass --platform with one platform, "
+            "as in --platform linux/amd64"
+        )

@@ -57,7 +57,8 @@ class PlatformOutcome:
 class PatchOutcome:
     """The whole run: the source, where the result went, and each platform's outcome.
 
-    `error` is set when a failure stopped the write (without --ignore-errors).
+    `error` is set when a failure stopped the write (without --ignore-errors). `vex_written`
+    is whether `-o` produced a VEX document.
     """
 
     source: str
@@ -69,6 +70,7 @@ class PatchOutcome:
     result_digest: str | None = None
     seconds: float = 0.0
     error: str | None = None
+    vex_written: bool = False
 
     @property
     def changed(self) -> bool:
@@ -152,14 +154,15 @@ def write_summary(outcome: PatchOutcome, path: Path) -> None:
 
 def write_vex(
     outcome: PatchOutcome, destination: Location, path: Path, author: str | None
-) -> None:
+) -> bool:
     """Write the OpenVEX document for the written image; nothing when nothing was fixed.
+    Return whether a document was written.
 
     The published OpenVEX schema requires at least one statement, so a run that fixed no
     reported vulnerability writes no document.
     """
     if outcome.result_digest is None:
-        return
+        return False
     platforms = [
         VexPlatform(os_id=p.os_id, os_version=p.os_version, packages=p.packages)
         for p in outcome.platforms
@@ -171,8 +174,9 @@ def write_vex(
         repository_url=repository_url, tag=tag, author=author,
     )
     if not document["statements"]:
-        return
+        return False
     write_atomic(path, (json.dumps(document, indent=2) + "\n").encode())
+    return True
 
 
 def _image_name(destination: Location) -> tuple[str, str | None, str | None]:

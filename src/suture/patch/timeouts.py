@@ -14,12 +14,15 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from suture.errors import CommandTimeoutError, UsageError
+from suture.errors import CommandInterruptedError, CommandTimeoutError, UsageError
 
 T = TypeVar("T")
 
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
+# One week. Larger values are surely typos, and values past about 1e9 s overflow the
+# thread-wait timeout.
+MAX_DURATION_SECONDS = 7 * 24 * 3600.0
 
 
 def parse_duration(text: str) -> float:
@@ -30,6 +33,8 @@ def parse_duration(text: str) -> float:
     seconds = float(match.group(1)) * _UNITS[match.group(2)]
     if seconds <= 0:
         raise UsageError(f"invalid duration {text!r}: must be greater than zero")
+    if seconds > MAX_DURATION_SECONDS:
+        raise UsageError(f"invalid duration {text!r}: must be at most 168h (one week)")
     return seconds
 
 
@@ -45,20 +50,33 @@ class Deadline:
         self.seconds = seconds
         self._expires = time.monotonic() + seconds
         self._cancelled = threading.Event()
+        self._interrupted = threading.Event()
 
     def remaining(self) -> float:
         return max(0.0, self._expires - time.monotonic())
 
     def cancel(self) -> None:
-        """Mark the command as stopped (deadline passed or Ctrl-C)."""
+        """Mark the command as stopped because the deadline passed."""
         self._cancelled.set()
+
+    def interrupt(self) -> None:
+        """Mark the command as stopped by Ctrl-C."""
+        self._interrupted.set()
+        self._cancelled.set()
+
+    @property
+    def interrupted(self) -> bool:
+        return self._interrupted.is_set()
 
     @property
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
 
     def check(self) -> None:
-        """Raise CommandTimeoutError when the deadline passed or the command was cancelled."""
+        """Raise CommandInterruptedError after Ctrl-C, or CommandTimeoutError when the
+        deadline passed."""
+        if self._interrupted.is_set():
+            raise CommandInterruptedError("interrupted; nothing was written")
         if self._cancelled.is_set() or self.remaining() <= 0:
             self._cancelled.set()
             raise CommandTimeoutError(
@@ -71,8 +89,8 @@ def run_with_deadline(work: Callable[[], T], deadline: Deadline) -> T:
     """Run `work` in a daemon thread and return its result, or raise at the deadline.
 
     The thread is a daemon so that the process can exit at the deadline without waiting for a
-    stuck network call. On Ctrl-C (KeyboardInterrupt in this thread) the deadline is cancelled,
-    so the worker stops at its next check, and the interrupt is re-raised.
+    stuck network call. On Ctrl-C (KeyboardInterrupt in this thread) the deadline is marked
+    interrupted, so the worker stops at its next check, and the interrupt is re-raised.
     """
     outcome: dict[str, object] = {}
     done = threading.Event()
@@ -90,7 +108,7 @@ def run_with_deadline(work: Callable[[], T], deadline: Deadline) -> T:
     try:
         finished = done.wait(deadline.remaining())
     except KeyboardInterrupt:
-        deadline.cancel()
+        deadline.interrupt()
         raise
     if not finished:
         deadline.cancel()

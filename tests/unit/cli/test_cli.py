@@ -235,3 +235,75 @@ def test_timeout_exits_1_and_writes_nothing(demo: Path) -> None:
     assert result.exit_code == 1
     assert "timed out after 0.001s" in result.stderr
     assert layout_state(demo / "demo") == before
+
+
+def test_version_flag_prints_version() -> None:
+    result = run("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"suture {__version__}"
+
+
+def test_timeout_too_large_exits_2() -> None:
+    result = run("patch", "-i", "oci:x", "--timeout", "9" * 30 + "h")
+    assert result.exit_code == 2
+    assert "Invalid value for '--timeout'" in result.stderr
+    assert "168h" in result.stderr
+
+
+def test_push_with_dest_exits_2(demo: Path) -> None:
+    result = run("patch", "-i", f"oci:{demo}/demo:bookworm", "--push",
+                 "--dest", f"oci:{demo}/out")
+    assert result.exit_code == 2
+    assert "--push and --dest" in result.stderr
+
+
+@pytest.mark.parametrize("option", ["--summary", "-o"])
+def test_output_in_missing_directory_exits_2(demo: Path, option: str) -> None:
+    before = layout_state(demo / "demo")
+    result = run("patch", "-i", f"oci:{demo}/demo:bookworm", option,
+                 f"{demo}/missing/file.json")
+    assert result.exit_code == 2
+    assert f"{demo}/missing" in result.stderr
+    assert "does not exist" in result.stderr
+    assert layout_state(demo / "demo") == before
+
+
+def test_summary_naming_directory_exits_2(demo: Path) -> None:
+    result = run("patch", "-i", f"oci:{demo}/demo:bookworm", "--summary", str(demo))
+    assert result.exit_code == 2
+    assert "is a directory" in result.stderr
+
+
+def test_ctrl_c_exits_130_without_timeout_errors(
+    demo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: the patch job is replaced by one that waits for Ctrl-C, then logs
+    the error its worker gets, as a platform thread does."""
+    import logging
+    import signal
+    import threading
+    import time
+
+    from suture.errors import SutureError
+    from suture.patch import pipeline
+
+    def slow_patch(request: object, deadline: object, *args: object) -> object:
+        for _ in range(200):
+            try:
+                deadline.check()  # type: ignore[attr-defined]
+            except SutureError as error:
+                logging.getLogger("suture.patch.pipeline").error("platform x: %s", error)
+                raise
+            time.sleep(0.01)
+        raise AssertionError("Ctrl-C never arrived")
+
+    monkeypatch.setattr(pipeline, "run_patch", slow_patch)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        result = run("patch", "-i", f"oci:{demo}/demo:bookworm")
+    finally:
+        timer.cancel()
+    assert result.exit_code == 130
+    assert "interrupted; nothing was written" in result.stderr
+    assert "timed out" not in result.stderr
