@@ -277,24 +277,28 @@ def test_summary_naming_directory_exits_2(demo: Path) -> None:
 def test_ctrl_c_exits_130_without_timeout_errors(
     demo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Fault injection: the patch job is replaced by one that waits for Ctrl-C, then logs
-    the error its worker gets, as a platform thread does."""
-    import logging
+    """Fault injection: the patch job is replaced by one that checks the deadline until Ctrl-C
+    arrives, as a platform thread does, and records the error it gets."""
     import signal
     import threading
     import time
 
-    from suture.errors import SutureError
+    from suture.errors import CommandTimeoutError, SutureError
     from suture.patch import pipeline
 
+    errors: list[SutureError] = []
+    stopped = threading.Event()
+
     def slow_patch(request: object, deadline: object, *args: object) -> object:
-        for _ in range(200):
-            try:
+        try:
+            for _ in range(500):
                 deadline.check()  # type: ignore[attr-defined]
-            except SutureError as error:
-                logging.getLogger("suture.patch.pipeline").error("platform x: %s", error)
-                raise
-            time.sleep(0.01)
+                time.sleep(0.01)
+        except SutureError as error:
+            errors.append(error)
+            raise
+        finally:
+            stopped.set()
         raise AssertionError("Ctrl-C never arrived")
 
     monkeypatch.setattr(pipeline, "run_patch", slow_patch)
@@ -304,6 +308,10 @@ def test_ctrl_c_exits_130_without_timeout_errors(
         result = run("patch", "-i", f"oci:{demo}/demo:bookworm")
     finally:
         timer.cancel()
+    assert stopped.wait(5)
     assert result.exit_code == 130
     assert "interrupted; nothing was written" in result.stderr
     assert "timed out" not in result.stderr
+    assert len(errors) == 1
+    assert not isinstance(errors[0], CommandTimeoutError)
+    assert errors[0].exit_code == 130
