@@ -476,7 +476,7 @@ def test_docker_archive_keeps_repository(tmp_path: Path) -> None:
     result = run("patch", "-i", f"docker-archive:{archive}")
 
     assert result.exit_code == 0, result.stderr
-    patched = tmp_path / "bookworm-patched.tar"
+    patched = tmp_path / "demo-patched.tar"
     with tarfile.open(patched) as tar:
         stream = tar.extractfile("manifest.json")
         assert stream is not None

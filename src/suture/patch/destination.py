@@ -4,7 +4,8 @@ The rules, decided before any work is done:
 - `oci:DIR[:TAG]` gets the new tag in the same layout.
 - `docker-daemon:REF` is loaded back into the daemon under the new tag.
 - `oci-archive:FILE` and `docker-archive:FILE` get a new archive file next to the source, named
-  after the new tag (`<tag>.tar`).
+  after the source file: `bookworm.tar` gives `bookworm-<suffix>.tar`, or `bookworm-<tag>.tar`
+  with `-t`. An existing file of that name is never replaced; `--dest` names a file to replace.
 - A registry image is pushed to the same repository with `--push`. Without it, the image is
   loaded into a reachable Docker daemon (as copa does), and with no daemon the command fails,
   asking for `--push` or `--dest`.
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from suture.errors import UsageError
+from suture.errors import TransportError, UsageError
 from suture.image.reference import Reference
 from suture.image.transports import Location, parse_location
 
@@ -152,11 +153,13 @@ def resolve_destination(
     push: bool = False,
     dest: str | None = None,
     daemon_available: Callable[[], bool] = daemon_reachable,
+    dry_run: bool = False,
 ) -> Location:
     """Return where the patched image is written, or raise UsageError before any work.
 
     `dest` (any transport) overrides the defaults; an `oci:` or `oci-archive:` destination
-    without a tag gets the new tag.
+    without a tag gets the new tag. Raises TransportError when a default archive name is taken
+    by an existing file, unless this is a dry run.
     """
     if push and dest is not None:
         raise UsageError(
@@ -175,7 +178,7 @@ def resolve_destination(
     if source.transport == "oci":
         return replace(source, tag=_plain_tag(target))
     if source.transport in ("oci-archive", "docker-archive"):
-        return _archive_destination(source, target)
+        return _archive_destination(source, target, tag or tag_suffix, dry_run)
     if source.transport == "docker-daemon":
         return replace(source, reference=_target_reference(source, target))
 
@@ -210,13 +213,22 @@ def _explicit_destination(
     return location
 
 
-def _archive_destination(source: Location, target: str) -> Location:
+def _archive_destination(
+    source: Location, target: str, name_suffix: str, dry_run: bool
+) -> Location:
     assert source.path is not None
     plain = _plain_tag(target)
-    path = Path(source.path).parent / f"{plain}.tar"
-    if path.resolve() == Path(source.path).resolve():
+    source_path = Path(source.path)
+    stem = source_path.name.split(".tar", 1)[0] or source_path.name
+    path = source_path.parent / f"{stem}-{_plain_tag(name_suffix)}.tar"
+    if path.resolve() == source_path.resolve():
         raise UsageError(
             f"the patched archive would overwrite the source {source.path}: pass --dest"
+        )
+    if path.exists() and not dry_run:
+        raise TransportError(
+            f"the patched archive {path} already exists: remove it, or pass "
+            f"--dest {source.transport}:{path} to replace it"
         )
     if source.transport == "oci-archive":
         return replace(source, path=path, tag=plain)

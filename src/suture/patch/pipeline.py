@@ -133,6 +133,7 @@ def run_patch(
     destination = resolve_destination(
         source, tag=request.tag, tag_suffix=request.tag_suffix, push=request.push,
         dest=request.dest, daemon_available=(lambda: True) if request.dry_run else daemon_reachable,
+        dry_run=request.dry_run,
     )
     if request.summary is not None:
         check_output_file(request.summary, "--summary")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from suture.errors import UsageError
+from suture.errors import TransportError, UsageError
 from suture.image.transports import parse_location
 from suture.patch.destination import new_tag, resolve_destination
 
@@ -36,12 +36,33 @@ def test_oci_layout_explicit_tag() -> None:
     assert resolve("oci:/d:1.0", tag="1.0.1") == "oci:/d:1.0.1"
 
 
-def test_oci_archive_gets_archive_named_after_tag() -> None:
+def test_oci_archive_named_after_source_file() -> None:
     location = resolve_destination(parse_location("oci-archive:/work/app.tar:v1"),
                                    daemon_available=NO_DAEMON)
     assert location.transport == "oci-archive"
-    assert location.path == Path("/work/v1-patched.tar")
+    assert location.path == Path("/work/app-patched.tar")
     assert location.tag == "v1-patched"
+
+
+def test_archive_name_takes_explicit_tag() -> None:
+    location = resolve_destination(parse_location("oci-archive:/work/bookworm.tar"),
+                                   tag="12.5", daemon_available=NO_DAEMON)
+    assert location.path == Path("/work/bookworm-12.5.tar")
+    assert location.tag == "12.5"
+
+
+def test_existing_default_archive_not_replaced(tmp_path: Path) -> None:
+    (tmp_path / "bookworm-patched.tar").write_bytes(b"keep")
+    source = parse_location(f"docker-archive:{tmp_path}/bookworm.tar")
+    with pytest.raises(TransportError, match="bookworm-patched.tar already exists") as caught:
+        resolve_destination(source, daemon_available=NO_DAEMON)
+    assert caught.value.exit_code == 1
+    assert "--dest" in str(caught.value)
+    dry = resolve_destination(source, daemon_available=NO_DAEMON, dry_run=True)
+    assert dry.path == tmp_path / "bookworm-patched.tar"
+    explicit = resolve_destination(source, daemon_available=NO_DAEMON,
+                                   dest=f"docker-archive:{tmp_path}/bookworm-patched.tar")
+    assert explicit.path == tmp_path / "bookworm-patched.tar"
 
 
 def test_docker_archive_keeps_repository() -> None:
@@ -50,7 +71,7 @@ def test_docker_archive_keeps_repository() -> None:
         daemon_available=NO_DAEMON,
     )
     assert location.transport == "docker-archive"
-    assert location.path == Path("/work/v1-patched.tar")
+    assert location.path == Path("/work/app-patched.tar")
     assert location.tag == "example.com/team/app:v1-patched"
 
 
