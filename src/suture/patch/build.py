@@ -1,8 +1,8 @@
 """Build the patch layer from a staging tree, and the patched image around it.
 
 `build_layer` turns a `Staging` into one deterministic layer blob: the same staged entries, image
-and SOURCE_DATE_EPOCH give the same diff_id and, for the same zlib or zstd library version, the
-same compressed digest on any machine. `append_patch_layer` (in `suture.patch.image_edit`,
+and SOURCE_DATE_EPOCH give the same diff_id and, for the same ISA-L (isal) or zstd library version,
+the same compressed digest on any machine. `append_patch_layer` (in `suture.patch.image_edit`,
 re-exported here) puts that layer on top of an image.
 
 Re-patching an image suture already patched works like this:
@@ -25,15 +25,16 @@ that path.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Literal, Protocol, cast
+
+from isal import igzip
 
 from suture.errors import ImageError, UsageError
 from suture.image.fsview import FileSystemView, FileType
@@ -65,7 +66,10 @@ logger = logging.getLogger(__name__)
 
 Compression = Literal["gzip", "zstd", "none"]
 
-GZIP_LEVEL = 6
+# gzip layers are written with ISA-L's igzip at its highest level, 3. On a 516 MB tar of perl,
+# zoneinfo and /usr/bin it took 1.6 s of CPU against 18.6 s for zlib level 6 (zlib level 1:
+# 6.2 s), for an output 11 % larger than zlib level 6 (0.393 against 0.354 of the input).
+GZIP_LEVEL = 3
 ZSTD_LEVEL = 3
 _CHUNK = 1 << 20
 _DEFAULT_DIRECTORY_MODE = 0o755
@@ -311,8 +315,10 @@ def _open_compressor(blob: _HashingWriter, compression: Compression) -> _Writer:
     target = _Unclosable(blob)
     if compression == "gzip":
         # No file name and mtime 0 keep the gzip header free of machine or time details.
-        return gzip.GzipFile(filename="", mode="wb", fileobj=cast(BinaryIO, target),
-                             compresslevel=GZIP_LEVEL, mtime=0)
+        # IGzipFile's constructor has no type hints, so it is called through a typed name.
+        open_gzip: Callable[..., _Writer] = igzip.IGzipFile
+        return open_gzip(filename="", mode="wb", fileobj=cast(BinaryIO, target),
+                         compresslevel=GZIP_LEVEL, mtime=0)
     if compression == "zstd":
         import zstandard
 
