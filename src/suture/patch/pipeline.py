@@ -329,7 +329,8 @@ def patch_platform(
         if report is None:
             return PlatformOutcome(
                 platform=platform, original_digest=image.digest,
-                status=PlatformStatus.SKIPPED, notes=("no report names this platform",),
+                status=PlatformStatus.SKIPPED,
+                notes=(f"no report for {platform}; carried over unchanged",),
             )
         check_report(report, os_release, image.platform, request.ignore_errors)
         findings = list(report.findings)

@@ -217,6 +217,10 @@ def render_summary(summary: Summary, console: Console, *, verbose: bool = False)
             console.print(_package_table(platform))
         for error in platform.errors:
             console.print(f"{platform.platform}: error: {error}", markup=False, highlight=False)
+        if platform.status == "skipped" and platform.notes and not verbose:
+            # The first note of a skipped platform is the reason it was skipped.
+            console.print(f"{platform.platform}: skipped: {platform.notes[0]}", markup=False,
+                          highlight=False)
         if verbose:
             for note in platform.notes:
                 console.print(f"{platform.platform}: {note}", markup=False, highlight=False)

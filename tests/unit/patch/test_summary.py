@@ -166,3 +166,16 @@ def test_render_verbose_package_rows() -> None:
     assert "packages on linux/amd64" in text
     assert "repository has only 1.34+dfsg-1.2" in text
     assert "3 OS package findings have no fix available" in text
+
+
+def test_render_skipped_platform_reason() -> None:
+    skipped = PlatformSummary(
+        platform="linux/arm64", status="skipped", engine="unpack",
+        notes=("no report for linux/arm64; carried over unchanged", "second note"),
+    )
+    summary = Summary(source=SUMMARY.source, result=SUMMARY.result, platforms=(AMD64, skipped))
+    stream = io.StringIO()
+    render_summary(summary, Console(file=stream, width=160, color_system=None))
+    text = stream.getvalue()
+    assert "linux/arm64: skipped: no report for linux/arm64; carried over unchanged" in text
+    assert "second note" not in text
