@@ -83,8 +83,13 @@ def test_push_pull_tls_with_ca(registry_tls: Registry, tmp_path: Path) -> None:
 def test_tls_without_ca_is_rejected(registry_tls: Registry, tmp_path: Path) -> None:
     image = build_image(tmp_path, [13])
     location = parse_location(f"{registry_tls.host}/rt/noca:v1")
-    with pytest.raises(RegistryError, match=r"TLS|HTTP 400"):
+    with pytest.raises(RegistryError, match="TLS") as caught:
         write_artifact(location, image, TransportOptions(timeout=10.0, retry=_no_wait()))
+    message = str(caught.value)
+    assert "--registry-ca FILE" in message
+    assert f"--insecure-registry {registry_tls.host}" in message
+    # The plain-HTTP fallback's 400 from the HTTPS port is not worth reporting.
+    assert "HTTP 400" not in message
 
 
 def test_tls_insecure_registry_skips_verification(registry_tls: Registry, tmp_path: Path) -> None:
@@ -207,8 +212,11 @@ def test_auth_with_credential_helper(
 def test_auth_missing_credentials(registry_auth: Registry, tmp_path: Path) -> None:
     options = TransportOptions(ca_file=registry_auth.ca_file, docker_config=tmp_path / "none",
                                auth_file=tmp_path / "none.json")
-    with pytest.raises(AuthError, match=f"{registry_auth.host} requires credentials"):
+    with pytest.raises(AuthError, match=f"{registry_auth.host} requires credentials") as caught:
         read_artifact(parse_location(f"{registry_auth.host}/rt/auth:v1"), options)
+    assert f"docker login {registry_auth.host}" in str(caught.value)
+    assert "REGISTRY_AUTH_FILE" in str(caught.value)
+    assert "username and password" not in str(caught.value)
 
 
 def test_auth_wrong_password_hides_it(registry_auth: Registry, tmp_path: Path) -> None:

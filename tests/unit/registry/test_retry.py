@@ -7,7 +7,12 @@ from email.utils import format_datetime
 
 import pytest
 
-from suture.image.registry.retry import RETRYABLE_STATUS, RetryPolicy, parse_retry_after
+from suture.image.registry.retry import (
+    RETRYABLE_STATUS,
+    RetryPolicy,
+    describe_wait,
+    parse_retry_after,
+)
 
 
 def test_delay_doubles_up_to_the_cap() -> None:
@@ -62,3 +67,10 @@ def test_attempt_limit() -> None:
 def test_retryable_statuses() -> None:
     assert {429, 500, 502, 503, 504} <= RETRYABLE_STATUS
     assert not {400, 401, 403, 404} & RETRYABLE_STATUS
+
+
+def test_describe_wait_units() -> None:
+    assert describe_wait(0.0) == "retrying now"
+    assert describe_wait(0.25) == "retrying in 250 ms"
+    assert describe_wait(2.54) == "retrying in 2.5 s"
+    assert describe_wait(1.5, "resuming") == "resuming in 1.5 s"

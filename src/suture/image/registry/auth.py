@@ -40,6 +40,14 @@ _CHALLENGE_PART = re.compile(
 )
 
 
+def login_hint(registry: str) -> str:
+    """Return the next step for missing or rejected registry credentials."""
+    return (
+        f"run `docker login {registry}`, or set REGISTRY_AUTH_FILE to an auth.json (or "
+        "DOCKER_CONFIG to a directory whose config.json) with credentials for it"
+    )
+
+
 @dataclass(frozen=True)
 class Challenge:
     """One `WWW-Authenticate` challenge: scheme (lower case) and its parameters."""
@@ -150,8 +158,7 @@ class Authenticator:
         if challenge.scheme == "basic":
             if self.credentials.empty:
                 raise AuthError(
-                    f"registry {self.registry} requires credentials: run `docker login "
-                    f"{self.registry}` or pass a username and password"
+                    f"registry {self.registry} requires credentials: {login_hint(self.registry)}"
                 )
             # A second 401 with the same Basic credentials means they are wrong.
             return previous is None or previous.scheme != "basic"
@@ -208,8 +215,7 @@ class Authenticator:
                 "requires credentials")
             raise AuthError(
                 f"token service for {self.registry} {what} (HTTP {response.status_code}) for "
-                f"scope {' '.join(scopes)}: check the username and password, or run "
-                f"`docker login {self.registry}`"
+                f"scope {' '.join(scopes)}: {login_hint(self.registry)}"
             )
         if response.status_code != 200:
             raise RegistryError(

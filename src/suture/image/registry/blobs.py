@@ -20,6 +20,7 @@ from suture.errors import RegistryError
 from suture.image.cache import BlobCache
 from suture.image.model import Descriptor
 from suture.image.registry.client import BODY_READ_ERRORS, RegistryClient
+from suture.image.registry.retry import describe_wait
 from suture.image.store import verifying_reader
 
 logger = logging.getLogger(__name__)
@@ -133,8 +134,9 @@ class _ResumableBody(io.RawIOBase):
                         f"{self._resumes} attempts: {type(error).__name__}: {error}"
                     ) from error
                 delay = policy.delay(self._resumes)
-                logger.warning("blob %s: %s at byte %d; resuming in %.1f s",
-                               self._descriptor.digest, type(error).__name__, self._offset, delay)
+                logger.warning("blob %s: %s at byte %d; %s", self._descriptor.digest,
+                               type(error).__name__, self._offset,
+                               describe_wait(delay, "resuming"))
                 if self._response is not None:
                     self._response.close()
                 self._response = None

@@ -29,9 +29,9 @@ import httpx
 from suture.errors import AuthError, DigestMismatchError, ImageError, RegistryError
 from suture.image.model import ALL_MANIFEST_TYPES, sha256_digest, verify_digest
 from suture.image.reference import DEFAULT_REGISTRY, DOCKER_HUB_API_HOST
-from suture.image.registry.auth import Authenticator, repository_scope
+from suture.image.registry.auth import Authenticator, login_hint, repository_scope
 from suture.image.registry.credentials import CredentialSources, find_credentials
-from suture.image.registry.retry import RETRYABLE_STATUS, RetryPolicy
+from suture.image.registry.retry import RETRYABLE_STATUS, RetryPolicy, describe_wait
 
 logger = logging.getLogger(__name__)
 
@@ -137,8 +137,8 @@ class RegistryClient:
                         f"{what}: reading the manifest failed after {attempt} attempts: {error}"
                     ) from error
                 delay = policy.delay(attempt)
-                logger.warning("%s: %s while reading; retrying in %.1f s", what,
-                               type(error).__name__, delay)
+                logger.warning("%s: %s while reading; %s", what, type(error).__name__,
+                               describe_wait(delay))
                 policy.sleep(delay)
             finally:
                 response.close()
@@ -310,8 +310,7 @@ class RegistryClient:
         if status == 401:
             raise AuthError(
                 f"{what}: registry {self.registry} rejected the credentials for {repository} "
-                f"(HTTP 401{detail}); check the username and password, or run "
-                f"`docker login {self.registry}`"
+                f"(HTTP 401{detail}): {login_hint(self.registry)}"
             )
         if status == 403:
             raise AuthError(
@@ -352,7 +351,8 @@ class RegistryClient:
                 if _is_tls_error(error):
                     raise RegistryError(
                         f"{what}: TLS handshake with {request.url.host} failed ({error}); pass "
-                        "the registry's CA file, or name it as an insecure registry"
+                        "--registry-ca FILE with the registry's CA certificate, or "
+                        f"--insecure-registry {self.registry} if you trust the network"
                     ) from error
                 if not retry or not policy.should_retry(attempt):
                     raise RegistryError(
@@ -360,16 +360,16 @@ class RegistryClient:
                         f"{attempt} attempt(s): {error}"
                     ) from error
                 delay = policy.delay(attempt)
-                logger.warning("%s: %s (%s); retrying in %.1f s", what, type(error).__name__,
-                               error, delay)
+                logger.warning("%s: %s (%s); %s", what, type(error).__name__, error,
+                               describe_wait(delay))
                 policy.sleep(delay)
                 continue
             if (retry and response.status_code in RETRYABLE_STATUS
                     and policy.should_retry(attempt)):
                 delay = policy.delay(attempt, response.headers.get("retry-after"))
                 response.close()
-                logger.warning("%s: HTTP %d from %s; retrying in %.1f s", what,
-                               response.status_code, request.url.host, delay)
+                logger.warning("%s: HTTP %d from %s; %s", what, response.status_code,
+                               request.url.host, describe_wait(delay))
                 policy.sleep(delay)
                 continue
             return response
@@ -381,6 +381,7 @@ class RegistryClient:
             if self._http is not None:
                 return self._http
             errors: list[str] = []
+            tls_failed = False
             for scheme, verify in self._candidates():
                 client = self._new_client(verify)
                 base = f"{scheme}://{self.host}"
@@ -392,10 +393,15 @@ class RegistryClient:
                 except RegistryError as error:
                     client.close()
                     errors.append(str(error))
+                    cause = error.__cause__
+                    tls_failed |= isinstance(cause, httpx.TransportError) and _is_tls_error(cause)
                     continue
                 if response.status_code not in (200, 401):
                     client.close()
-                    errors.append(f"{base}/v2/ responded with HTTP {response.status_code}")
+                    # An HTTPS server answers a plain-HTTP request with 400; after a TLS
+                    # failure that line only hides the real error.
+                    if not (tls_failed and scheme == "http" and response.status_code == 400):
+                        errors.append(f"{base}/v2/ responded with HTTP {response.status_code}")
                     continue
                 self._http, self._base_url = client, base
                 logger.debug("registry %s speaks the v2 API at %s", self.registry, base)

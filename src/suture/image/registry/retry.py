@@ -43,6 +43,16 @@ class RetryPolicy:
         return attempt < self.max_attempts
 
 
+def describe_wait(seconds: float, verb: str = "retrying") -> str:
+    """Return the words for a retry after `seconds`: "retrying now", "retrying in 250 ms" or
+    "retrying in 2.5 s"."""
+    if seconds < 0.0005:
+        return f"{verb} now"
+    if seconds < 1.0:
+        return f"{verb} in {seconds * 1000:.0f} ms"
+    return f"{verb} in {seconds:.1f} s"
+
+
 def parse_retry_after(value: str, now: datetime | None = None) -> float | None:
     """Return the wait a `Retry-After` header requests in seconds, or None if it is invalid."""
     value = value.strip()
