@@ -190,7 +190,7 @@ def _layer_descriptor(image: Image, layer: LayerBlob) -> Descriptor:
     if layer.descriptor.media_type != OCI_LAYER_GZIP:
         raise ImageError(
             f"image {image.digest}: Docker schema 2 manifests support only gzip layers, not "
-            f"{layer.descriptor.media_type}; build the patch layer with gzip compression"
+            f"{layer.descriptor.media_type}; pass --compression gzip"
         )
     return Descriptor(DOCKER_LAYER_GZIP, layer.descriptor.digest, layer.descriptor.size,
                       dict(layer.descriptor.extra))

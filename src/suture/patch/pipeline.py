@@ -36,7 +36,7 @@ from suture.errors import SutureError, TransportError, UnsupportedImageError, Us
 from suture.image.cache import BlobCache
 from suture.image.fsview import FileSystemView
 from suture.image.merged import MergedFileSystem
-from suture.image.model import Artifact, Image, Platform
+from suture.image.model import DOCKER_MANIFEST, Artifact, Image, Platform
 from suture.image.transports import (
     Location,
     TransportOptions,
@@ -158,6 +158,7 @@ def run_patch(
     deadline.check()
     targets = select_platforms(artifact, request.platforms)
     check_single_image_destination(destination, len(targets), not isinstance(artifact, Image))
+    check_compression(targets, request.compression)
 
     with tempfile.TemporaryDirectory(prefix="suture-") as workdir:
         outcomes = _patch_platforms(
@@ -224,6 +225,19 @@ def check_writable(destination: Location) -> None:
     )
     if not writable:
         raise TransportError(f"destination {target} is not writable: pass a writable --dest")
+
+
+def check_compression(targets: Sequence[Image], compression: str) -> None:
+    """Reject zstd for images with Docker schema 2 manifests, which have no zstd layer type."""
+    if compression != "zstd":
+        return
+    for image in targets:
+        if image.manifest.media_type == DOCKER_MANIFEST:
+            raise UsageError(
+                f"invalid --compression zstd: image {image.digest} ({image.platform}) has a "
+                "Docker schema 2 manifest, which allows only gzip layers; pass --compression "
+                "gzip (the default)"
+            )
 
 
 def select_platforms(artifact: Artifact, wanted: Sequence[Platform]) -> list[Image]:

@@ -282,3 +282,17 @@ def test_docker_manifest_rejects_zstd(tmp_path: Path) -> None:
 )
 def test_merge_package_updates(previous: list[str], new: list[str], expected: list[str]) -> None:
     assert merge_package_updates(previous, new) == expected
+
+
+def test_zstd_rejected_before_work_for_docker_manifest(tmp_path: Path) -> None:
+    from suture.errors import UsageError
+    from suture.patch.pipeline import check_compression
+
+    docker = _make_image(tmp_path / "docker", docker=True)
+    oci = _make_image(tmp_path / "oci")
+    check_compression([docker], "gzip")
+    check_compression([oci], "zstd")
+    with pytest.raises(UsageError, match="--compression gzip") as caught:
+        check_compression([oci, docker], "zstd")
+    assert caught.value.exit_code == 2
+    assert docker.digest in str(caught.value)
