@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,20 @@ def test_mirror_rewrites_prefix_only() -> None:
     rewritten = apply_mirrors(sources, mirrors)
     assert rewritten[0].uri == "https://mirror.local/d"
     assert rewritten[1].uri == "http://deb.example/debian-security"
+
+
+def test_unused_mirror_rule_warns(caplog: pytest.LogCaptureFixture) -> None:
+    sources = [AptSource("http://deb.example/debian", "bookworm", ("main",))]
+    mirrors = [
+        parse_mirror("http://deb.example/debian=https://mirror.local/d"),
+        parse_mirror("http://typo.example/debian=https://mirror.local/t"),
+    ]
+    with caplog.at_level(logging.WARNING, logger="suture.ecosystems.dpkg.sources"):
+        apply_mirrors(sources, mirrors)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "--mirror http://typo.example/debian=https://mirror.local/t" in warnings[0]
+    assert "matches no repository" in warnings[0]
 
 
 def test_parse_mirror_requires_equals() -> None:

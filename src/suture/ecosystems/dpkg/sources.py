@@ -236,15 +236,27 @@ def parse_mirror(text: str) -> tuple[str, str]:
 def apply_mirrors(
     sources: Sequence[AptSource], mirrors: Sequence[tuple[str, str]]
 ) -> list[AptSource]:
-    """Rewrite each source URI whose start matches a mirror's FROM prefix (first match wins)."""
+    """Rewrite each source URI whose start matches a mirror's FROM prefix (first match wins).
+
+    Logs a warning naming each rule that matches no source, since a mistyped FROM would
+    otherwise leave the original repositories in use without a word.
+    """
     rewritten: list[AptSource] = []
+    used: set[int] = set()
     for source in sources:
         uri = source.uri
-        for prefix, target in mirrors:
+        for number, (prefix, target) in enumerate(mirrors):
             if _prefix_matches(uri, prefix):
                 uri = target.rstrip("/") + uri[len(prefix.rstrip("/")) :]
+                used.add(number)
                 break
         rewritten.append(replace(source, uri=uri))
+    for number, (prefix, target) in enumerate(mirrors):
+        if number not in used:
+            logger.warning(
+                "--mirror %s=%s matches no repository of the image (repositories: %s)",
+                prefix, target, ", ".join(sorted({s.uri for s in sources})) or "none",
+            )
     return rewritten
 
 
