@@ -91,7 +91,8 @@ def _patch_options(command: Callable[..., Any]) -> Callable[..., Any]:
                           "Without it every package with a newer version is updated."),
         click.option("-t", "--tag", metavar="TAG|REF",
                      help="Tag of the patched image, or a full reference when it contains "
-                          "':' or '/'. Default: <original tag>-<suffix>."),
+                          "':' or '/' (not for oci: and oci-archive:, which hold tags). "
+                          "Default: <original tag>-<suffix>."),
         click.option("--tag-suffix", default="patched", show_default=True,
                      help="Suffix of the default patched tag."),
         click.option("--push", is_flag=True,

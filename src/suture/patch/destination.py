@@ -11,7 +11,8 @@ The rules, decided before any work is done:
   asking for `--push` or `--dest`.
 
 The new tag is `-t` when given, else `<source tag>-<suffix>`. A `-t` value without `:` or `/` is
-a tag on the source repository; with them it is a full reference. A digest-only source has no
+a tag on the source repository; with them it is a full reference, which `oci:` and
+`oci-archive:` destinations reject because they hold tags only. A digest-only source has no
 tag to derive one from, so it needs `-t`.
 """
 
@@ -171,6 +172,14 @@ def resolve_destination(
             f"--push needs a registry image, but {source} is a local {source.transport} image: "
             "pass --dest docker://REF to push it"
         )
+    if tag and is_full_reference(tag):
+        transport = parse_location(dest).transport if dest is not None else source.transport
+        if transport in ("oci", "oci-archive"):
+            raise UsageError(
+                f"invalid -t {tag!r}: an {transport}: destination takes a tag, not a "
+                f"reference; pass a tag such as -t {_plain_tag(tag)}, or --dest REF to "
+                "write elsewhere"
+            )
     if dest is not None:
         return _explicit_destination(source, dest, tag, tag_suffix)
 

@@ -54,7 +54,7 @@ def test_archive_name_takes_explicit_tag() -> None:
 def test_existing_default_archive_not_replaced(tmp_path: Path) -> None:
     (tmp_path / "bookworm-patched.tar").write_bytes(b"keep")
     source = parse_location(f"docker-archive:{tmp_path}/bookworm.tar")
-    with pytest.raises(TransportError, match="bookworm-patched.tar already exists") as caught:
+    with pytest.raises(TransportError, match=r"bookworm-patched\.tar already exists") as caught:
         resolve_destination(source, daemon_available=NO_DAEMON)
     assert caught.value.exit_code == 1
     assert "--dest" in str(caught.value)
@@ -136,3 +136,21 @@ def test_push_with_local_source_fails() -> None:
 def test_invalid_tag_rejected(tag: str) -> None:
     with pytest.raises(UsageError):
         new_tag(parse_location("oci:/a:1"), tag, "patched")
+
+
+@pytest.mark.parametrize(
+    ("image", "dest"),
+    [("oci:/d:1.0", None), ("oci-archive:/w/app.tar", None), ("docker://r.example/a:1", "oci:/o")],
+)
+def test_full_reference_tag_rejected_for_layouts(image: str, dest: str | None) -> None:
+    with pytest.raises(UsageError, match="takes a tag, not a reference") as caught:
+        resolve(image, tag="example.com/app:fixed", dest=dest)
+    assert "-t fixed" in str(caught.value)
+    assert caught.value.exit_code == 2
+
+
+def test_full_reference_tag_names_docker_archive_image() -> None:
+    location = resolve_destination(parse_location("docker-archive:/w/app.tar"),
+                                   tag="example.com/app:fixed", daemon_available=NO_DAEMON)
+    assert location.path == Path("/w/app-fixed.tar")
+    assert location.tag == "example.com/app:fixed"
