@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import sys
 import threading
 import traceback
@@ -80,6 +81,23 @@ class _PlatformList(click.ParamType):  # type: ignore[type-arg]
         return tuple(platforms)
 
 
+class _CaBundle(click.Path):
+    """An existing PEM file of CA certificates, checked by loading it as Python's ssl does."""
+
+    def __init__(self) -> None:
+        super().__init__(exists=True, dir_okay=False, path_type=Path)
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> Path:
+        path = Path(os.fsdecode(super().convert(value, param, ctx)))
+        try:
+            ssl.create_default_context().load_verify_locations(cafile=str(path))
+        except (OSError, ssl.SSLError, ValueError) as error:
+            self.fail(f"{path} is not a PEM file of CA certificates ({error})", param, ctx)
+        return path
+
+
 def _patch_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Attach the options shared by `patch` and `plan`."""
     options = [
@@ -124,9 +142,8 @@ def _patch_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--insecure-registry", "insecure_registries", multiple=True,
                      metavar="HOST",
                      help="Allow plain HTTP or unverified TLS for this registry (repeatable)."),
-        click.option("--registry-ca", type=click.Path(exists=True, dir_okay=False,
-                                                      path_type=Path),
-                     metavar="FILE", help="CA bundle (PEM) to verify registries with."),
+        click.option("--registry-ca", type=_CaBundle(), metavar="FILE",
+                     help="CA bundle (PEM) to verify registries with."),
         click.option("--engine", type=click.Choice(["unpack"]), default="unpack",
                      show_default=True,
                      help="How packages are applied: 'unpack' extracts them without running "

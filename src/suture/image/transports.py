@@ -10,6 +10,7 @@ as if it began with `docker://`.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,11 +76,21 @@ def parse_location(text: str) -> Location:
         prefix = f"{transport}:"
         if text.startswith(prefix):
             return _parse_path_location(transport, text.removeprefix(prefix), text)
+    scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if scheme is not None:
+        raise UsageError(f"invalid location {text!r}: unknown transport {scheme.group(1)!r}; "
+                         "use one of " + ", ".join(TRANSPORTS))
     return Location("docker", reference=Reference.parse(text))
 
 
 def _parse_path_location(transport: str, rest: str, text: str) -> Location:
     path_text, colon, tag = rest.partition(":")
+    if transport != "docker-archive" and re.search(r"@sha(256|384|512)$", path_text):
+        raise UsageError(
+            f"invalid location {text!r}: {transport}: selects an image by tag "
+            f"({transport}:DIR:TAG), not by digest; run without a tag to take the only image, "
+            "or tag the image you want"
+        )
     if not path_text:
         raise UsageError(f"invalid location {text!r}: missing the path after '{transport}:'")
     if colon and not tag:

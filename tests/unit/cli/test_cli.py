@@ -315,3 +315,18 @@ def test_ctrl_c_exits_130_without_timeout_errors(
     assert len(errors) == 1
     assert not isinstance(errors[0], CommandTimeoutError)
     assert errors[0].exit_code == 130
+
+
+def test_registry_ca_not_pem_exits_2(tmp_path: Path) -> None:
+    not_pem = tmp_path / "ca.txt"
+    not_pem.write_text("this is not a certificate\n")
+    result = run("patch", "-i", "127.0.0.1:9/app:1", "--push", "--registry-ca", str(not_pem))
+    assert result.exit_code == 2
+    assert "Invalid value for '--registry-ca'" in result.stderr
+    assert "not a PEM file" in result.stderr
+
+
+def test_unknown_transport_exits_2() -> None:
+    result = run("patch", "-i", "foo://bar")
+    assert result.exit_code == 2
+    assert "unknown transport 'foo'" in result.stderr

@@ -63,3 +63,16 @@ def test_location_is_frozen() -> None:
     location = Location("oci", path=Path("x"))
     with pytest.raises(AttributeError):
         location.tag = "t"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("scheme", ["foo", "https", "oci-layout"])
+def test_unknown_transport_named(scheme: str) -> None:
+    with pytest.raises(UsageError, match=f"unknown transport '{scheme}'"):
+        parse_location(f"{scheme}://bar")
+
+
+@pytest.mark.parametrize("transport", ["oci", "oci-archive"])
+def test_layout_digest_selection_explained(transport: str) -> None:
+    with pytest.raises(UsageError, match="by tag") as caught:
+        parse_location(f"{transport}:demo@{DIGEST}")
+    assert f"{transport}:DIR:TAG" in str(caught.value)
