@@ -9,19 +9,27 @@ overlayfs does.
 
 Metadata is kept for every path. Contents are kept only for the paths the caller names; other
 regular files are read on demand by streaming their layer again.
+
+With a listing cache directory, the member list of each layer and the contents kept from it are
+saved after the layer was read and verified, keyed by its digest, diff_id and limits. A later
+view of a layer with the same key is built from that file without decompressing the layer.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import logging
 import os
 import posixpath
 import stat
+import tempfile
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from suture.errors import DigestMismatchError, ImageError
 from suture.image.fsview import FileEntry, FileType
@@ -38,6 +46,8 @@ OPAQUE_MARKER = ".wh..wh..opq"
 _CACHE_FILE_LIMIT = 1024 * 1024
 _CACHE_TOTAL_LIMIT = 64 * 1024 * 1024
 _DRAIN_STEP = 1024 * 1024
+# The first line of a listing cache file. A change of the format changes the version.
+_LISTING_MAGIC = b"suture-layer-listing 1\n"
 
 
 def normalise_path(path: str) -> str:
@@ -123,26 +133,46 @@ class MergedFileSystem:
 
     @classmethod
     def from_image(cls, image: Image, keep_content: Callable[[str], bool] | None = None, *,
-                   limits: LayerLimits = DEFAULT_LIMITS) -> MergedFileSystem:
+                   limits: LayerLimits = DEFAULT_LIMITS,
+                   listing_cache: Path | None = None) -> MergedFileSystem:
         """Index every layer of `image` in one pass, verifying each layer's digest and diff_id.
 
         Contents are kept for paths where `keep_content(path)` is true. The predicate receives
-        the path as stored in the layer, before symlinks are resolved.
+        the path as stored in the layer, before symlinks are resolved. With `listing_cache`, a
+        layer listed there before is not read again. Kept files whose contents the listing
+        lacks are then loaded in one pass over their layer.
         """
         view = cls(image, limits)
         keep = keep_content or (lambda _path: False)
+        missing: list[str] = []
         for number, (descriptor, diff_id) in enumerate(image.layers()):
             what = f"layer {number + 1} ({descriptor.digest}) of image {image.digest}"
+            cache_file = (_listing_path(listing_cache, descriptor, diff_id, limits)
+                          if listing_cache is not None else None)
+            listing = _load_listing(cache_file) if cache_file is not None else None
+            replayed = _replay(listing, keep, cache_file) if listing is not None else None
+            if replayed is not None:
+                members, lacking = replayed
+                view._apply_layer(number, members, keep)
+                missing.extend(lacking)
+                logger.debug("indexed %s from its cached listing %s", what, cache_file)
+                continue
+
+            recorder = _Recorder(keep)
             with image.blobs.open_blob(descriptor) as stream:
                 reader = LayerReader(stream, descriptor.media_type, what=what, limits=limits)
-                view._apply_layer(number, reader, keep)
+                view._apply_layer(number, recorder.record(reader), keep)
                 _drain(stream)
             if reader.diff_id != diff_id:
                 raise DigestMismatchError(
                     f"{what}: uncompressed content has digest {reader.diff_id}, but the image "
                     f"config lists diff_id {diff_id}"
                 )
+            if cache_file is not None:
+                _save_listing(cache_file, recorder)
             logger.debug("indexed %s: %d bytes uncompressed", what, reader.uncompressed_size)
+        if missing:
+            view.load_contents(missing)
         return view
 
     @classmethod
@@ -376,6 +406,111 @@ class MergedFileSystem:
 
     def _image_digest(self) -> str:
         return self._image.digest if self._image is not None else "(none)"
+
+
+class _Recorder:
+    """Member list and kept contents of one layer as it is read, for the listing cache."""
+
+    def __init__(self, keep: Callable[[str], bool]) -> None:
+        self._keep = keep
+        self.members: list[list[object]] = []
+        self.contents = bytearray()
+
+    def record(self, members: Iterable[LayerMember]) -> Iterator[LayerMember]:
+        for member in members:
+            offset = -1
+            size = 0
+            if member.type is FileType.FILE and member.fileobj is not None and self._keep(
+                    member.path):
+                data = member.fileobj.read()
+                offset, size = len(self.contents), len(data)
+                self.contents += data
+                member = replace(member, fileobj=io.BytesIO(data))
+            self.members.append([member.path, member.type.value, member.mode, member.uid,
+                                 member.gid, member.size, member.mtime, member.linkname,
+                                 member.index, offset, size])
+            yield member
+
+
+def _listing_path(root: Path, descriptor: Descriptor, diff_id: str,
+                  limits: LayerLimits) -> Path:
+    key = json.dumps([descriptor.digest, descriptor.media_type, diff_id, repr(limits)])
+    return root / hashlib.sha256(key.encode()).hexdigest()
+
+
+def _save_listing(path: Path, recorder: _Recorder) -> None:
+    """Write the listing through a temporary file and a rename, so readers see all or nothing."""
+    header = json.dumps(recorder.members, separators=(",", ":")).encode()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(_LISTING_MAGIC)
+                handle.write(len(header).to_bytes(8, "big"))
+                handle.write(header)
+                handle.write(recorder.contents)
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+    except OSError as error:
+        logger.debug("failed to cache the layer listing at %s: %s", path, error)
+
+
+def _load_listing(path: Path) -> tuple[list[list[object]], bytes] | None:
+    """Return the members and contents saved at `path`, or None if it is absent or invalid."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    start = len(_LISTING_MAGIC) + 8
+    try:
+        if not data.startswith(_LISTING_MAGIC):
+            raise ValueError("unknown format")
+        length = int.from_bytes(data[len(_LISTING_MAGIC):start], "big")
+        members = json.loads(data[start:start + length])
+        if not isinstance(members, list):
+            raise ValueError("members are not a list")
+    except ValueError as error:
+        logger.debug("ignoring the invalid layer listing %s: %s", path, error)
+        return None
+    return members, data[start + length:]
+
+
+def _replay(listing: tuple[list[list[object]], bytes], keep: Callable[[str], bool],
+            path: Path | None) -> tuple[list[LayerMember], list[str]] | None:
+    """Return the layer members of a cached listing and the kept paths it has no content of.
+
+    Returns None for a listing whose rows are invalid, so the layer is read again.
+    """
+    try:
+        return _replay_rows(*listing, keep)
+    except (ValueError, TypeError) as error:
+        logger.debug("ignoring the invalid layer listing %s: %s", path, error)
+        return None
+
+
+def _replay_rows(rows: list[list[object]], contents: bytes,
+                 keep: Callable[[str], bool]) -> tuple[list[LayerMember], list[str]]:
+    members: list[LayerMember] = []
+    lacking: list[str] = []
+    for row in rows:
+        path, kind, mode, uid, gid, size, mtime, linkname, index, offset, length = row
+        member = LayerMember(
+            path=str(path), type=FileType(str(kind)), mode=int(cast(int, mode)),
+            uid=int(cast(int, uid)), gid=int(cast(int, gid)), size=int(cast(int, size)),
+            mtime=int(cast(int, mtime)), linkname=str(linkname), index=int(cast(int, index)),
+        )
+        if member.type is FileType.FILE and keep(member.path):
+            start = int(cast(int, offset))
+            if start < 0:
+                lacking.append(member.path)
+            else:
+                end = start + int(cast(int, length))
+                member = replace(member, fileobj=io.BytesIO(contents[start:end]))
+        members.append(member)
+    return members, lacking
 
 
 def _drain(stream: BinaryIO) -> None:

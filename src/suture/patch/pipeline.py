@@ -320,7 +320,10 @@ def patch_platform(
     deadline.check()
 
     # One streaming pass over the layers keeps only the files planning and applying read.
-    fs = MergedFileSystem.from_image(image, keep_content=_dpkg_content)
+    fs = MergedFileSystem.from_image(
+        image, keep_content=_dpkg_content,
+        listing_cache=(request.cache_dir or _default_cache_dir()) / "layers",
+    )
     ecosystem = DpkgEcosystem()
     if not ecosystem.detect(fs):
         if single:
