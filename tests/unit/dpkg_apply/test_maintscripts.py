@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from applykit import build_deb
+from applykit import DirectoryView, build_deb
 
 from suture.ecosystems.dpkg.debfile import DebFile
 from suture.ecosystems.dpkg.maintscripts import (
@@ -61,3 +61,36 @@ def test_describe_interest_trigger(tmp_path: Path) -> None:
                             control_files={"triggers": "interest-noawait /usr/share/icons\n"}))
     notes = describe_skipped_work(deb, ["/usr/share/h"], ["/usr/share/h"])
     assert notes == ["h: handles the triggers /usr/share/icons, and its postinst did not run"]
+
+
+def _root(tmp_path: Path, files: dict[str, str], links: dict[str, str]) -> DirectoryView:
+    root = tmp_path / "root"
+    for path, content in files.items():
+        (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / path.lstrip("/")).write_text(content)
+    for path, target in links.items():
+        (root / path.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (root / path.lstrip("/")).symlink_to(target)
+    return DirectoryView(root)
+
+
+def test_distroless_gets_no_ld_cache_notes(tmp_path: Path) -> None:
+    deb = DebFile(build_deb(tmp_path, "libz", "2", {"/usr/lib/libz.so.2": "x"},
+                            control_files={"triggers": "activate-noawait ldconfig\n"}))
+    fs = _root(tmp_path, {"/usr/lib/libz.so.1.2": "old"}, {"/usr/lib/libz.so.1": "libz.so.1.2"})
+    notes = describe_skipped_work(deb, ["/usr/lib/libz.so.1.2"], ["/usr/lib/libz.so.2"], fs)
+    assert not any("ld.so.cache" in note for note in notes)
+    assert not any("shared librar" in note for note in notes)
+
+
+def test_symlink_missing_from_md5sums_not_new(tmp_path: Path) -> None:
+    # A distroless image's md5sums list omits the soname symlink that the image does have.
+    deb = DebFile(build_deb(tmp_path, "libz", "2", {"/usr/lib/libz.so.1.2": "x"},
+                            control_files={"triggers": "activate-noawait ldconfig\n"}))
+    fs = _root(tmp_path, {"/usr/lib/libz.so.1.2": "old", "/etc/ld.so.cache": ""},
+               {"/usr/lib/libz.so.1": "libz.so.1.2", "/lib": "usr/lib"})
+    notes = describe_skipped_work(
+        deb, ["/usr/lib/libz.so.1.2"], ["/lib/libz.so.1", "/usr/lib/libz.so.1.2"], fs
+    )
+    assert len(notes) == 1
+    assert "ld.so.cache stays valid" in notes[0]

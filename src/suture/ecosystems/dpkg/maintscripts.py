@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 
 from suture.ecosystems.dpkg.debfile import DebFile
+from suture.image.fsview import FileSystemView
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ _NOTABLE_COMMANDS = frozenset({
     "python3",
 })
 _LIBRARY_RE = re.compile(r"^/(usr/)?lib(32|64|x32)?/(.+/)?[^/]+\.so(\.[0-9][0-9.]*)?$")
+_LD_CACHE = "/etc/ld.so.cache"
+_LDCONFIG_PATHS = ("/sbin/ldconfig", "/usr/sbin/ldconfig")
 
 
 def script_commands(text: str) -> list[str]:
@@ -87,13 +90,31 @@ def library_names(paths: Sequence[str]) -> set[str]:
     return {posixpath.basename(path) for path in paths if _LIBRARY_RE.match(path)}
 
 
+def uses_ld_cache(fs: FileSystemView) -> bool:
+    """Return whether the image has an `ld.so.cache` or an `ldconfig` to build one.
+
+    Distroless images have neither: their dynamic loader searches the default directories,
+    so a library name change needs no cache update there.
+    """
+    return any(_entry(fs, path) is not None for path in (_LD_CACHE, *_LDCONFIG_PATHS))
+
+
+def _entry(fs: FileSystemView, path: str) -> object:
+    parent = fs.resolve(posixpath.dirname(path))
+    return fs.lstat(posixpath.join(parent, posixpath.basename(path)))
+
+
 def describe_skipped_work(
-    deb: DebFile, old_paths: Sequence[str], new_paths: Sequence[str]
+    deb: DebFile, old_paths: Sequence[str], new_paths: Sequence[str],
+    fs: FileSystemView | None = None,
 ) -> list[str]:
     """Return summary notes on what `deb`'s scripts and triggers would have done.
 
     `old_paths` and `new_paths` are the paths the installed and the new version own; they decide
-    whether `ld.so.cache` is still valid.
+    whether `ld.so.cache` is still valid. `fs`, the image before the update, refines that: a
+    library path the image already has is not a new name (an md5sums list, all a distroless
+    image keeps, omits symlinks such as `libz.so.1`), and an image with no cache and no
+    `ldconfig` gets no notes about the cache.
     """
     notes: list[str] = []
     for script in SCRIPTS:
@@ -107,8 +128,11 @@ def describe_skipped_work(
     activated, interested = trigger_lines(
         deb.control_files.get("triggers", b"").decode("utf-8", errors="replace")
     )
-    library_change = _library_change(old_paths, new_paths)
+    has_cache = fs is None or uses_ld_cache(fs)
+    library_change = _library_change(old_paths, new_paths, fs) if has_cache else ""
     for trigger in activated:
+        if trigger in ("ldconfig", "libc-upgrade") and not has_cache:
+            continue
         if trigger in ("ldconfig", "libc-upgrade") and not library_change:
             notes.append(
                 f"{deb.name}: trigger {trigger} not run; ld.so.cache stays valid because no "
@@ -128,11 +152,20 @@ def describe_skipped_work(
     return notes
 
 
-def _library_change(old_paths: Sequence[str], new_paths: Sequence[str]) -> str:
+def _library_change(
+    old_paths: Sequence[str], new_paths: Sequence[str], fs: FileSystemView | None
+) -> str:
+    # Library paths of the new version that the image already has keep their cache entries.
+    present = set()
+    if fs is not None:
+        present = {
+            posixpath.basename(path) for path in new_paths
+            if _LIBRARY_RE.match(path) and _entry(fs, path) is not None
+        }
     if not old_paths:
-        added = sorted(library_names(new_paths))
+        added = sorted(library_names(new_paths) - present)
         return f"new shared libraries {', '.join(added)}" if added else ""
-    old_names = library_names(old_paths)
+    old_names = library_names(old_paths) | present
     new_names = library_names(new_paths)
     added = sorted(new_names - old_names)
     removed = sorted(old_names - new_names)

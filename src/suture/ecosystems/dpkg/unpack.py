@@ -146,7 +146,7 @@ def apply_updates(
     applied: list[AppliedPackage] = []
     for (planned, _), work, removed in zip(debs, works, removed_counts, strict=True):
         package_notes = maintscripts.describe_skipped_work(
-            work.deb, work.old_paths, work.list_paths
+            work.deb, work.old_paths, work.list_paths, fs
         )
         notes.extend(package_notes)
         applied.append(
