@@ -155,7 +155,7 @@ def _patch_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      show_default=True, help="Compression of the patch layer."),
         click.option("-q", "--quiet", is_flag=True, help="Print errors only."),
         click.option("-v", "--verbose", count=True,
-                     help="More output; -vv adds debug logs and tracebacks."),
+                     help="Info logs and error tracebacks; -vv adds debug logs."),
         click.option("--progress", type=click.Choice(["auto", "plain", "none"]),
                      default="auto", show_default=True,
                      help="Progress display: bars on a terminal, plain lines, or nothing."),

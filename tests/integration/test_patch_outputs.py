@@ -76,3 +76,18 @@ def test_output_notice_when_nothing_fixed(tmp_path: Path) -> None:
     assert stat.S_IMODE(summary.stat().st_mode) == 0o644
     index = tmp_path / "demo" / "index.json"
     assert stat.S_IMODE(index.stat().st_mode) == 0o644
+
+
+def test_source_date_epoch_gives_same_digest(tmp_path: Path) -> None:
+    digests = []
+    for number in range(2):
+        shutil.copytree(DEMO / "demo", tmp_path / f"demo-{number}")
+        summary = tmp_path / f"summary-{number}.json"
+        result = CliRunner().invoke(
+            cli, ["patch", "-i", f"oci:{tmp_path}/demo-{number}:bookworm", "--summary",
+                  str(summary), "--progress", "none"],
+            env={"SOURCE_DATE_EPOCH": "1700000000"}, catch_exceptions=False,
+        )
+        assert result.exit_code == 0, result.stderr
+        digests.append(json.loads(summary.read_text())["result"]["digest"])
+    assert digests[0] == digests[1]
