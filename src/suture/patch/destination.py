@@ -11,8 +11,8 @@ The rules, decided before any work is done:
   asking for `--push` or `--dest`.
 
 The new tag is `-t` when given, else `<source tag>-<suffix>`. A `-t` value without `:` or `/` is
-a tag on the source repository; with them it is a full reference, which `oci:` and
-`oci-archive:` destinations reject because they hold tags only. A digest-only source has no
+a tag on the source repository. With them it is a full reference, which `oci:` and
+`oci-archive:` destinations reject because they store tags only. A digest-only source has no
 tag to derive one from, so it needs `-t`.
 """
 
@@ -273,12 +273,12 @@ def check_output_file(path: Path, option: str) -> None:
 def check_single_image_destination(
     destination: Location, platform_count: int, is_index: bool
 ) -> None:
-    """Reject writing an index with several platforms to a transport that holds one image."""
+    """Reject writing an index with several platforms to a transport that stores one image."""
     if destination.transport not in SINGLE_IMAGE_TRANSPORTS or not is_index:
         return
     if platform_count > 1:
         raise UsageError(
-            f"{destination} holds a single image, but the source is a multi-platform index "
+            f"{destination} stores a single image, but the source is a multi-platform index "
             f"with {platform_count} platforms to patch: pass --platform with one platform, "
             "as in --platform linux/amd64"
         )

@@ -111,9 +111,9 @@ def describe_skipped_work(
     """Return summary notes on what `deb`'s scripts and triggers would have done.
 
     `old_paths` and `new_paths` are the paths the installed and the new version own; they decide
-    whether `ld.so.cache` is still valid. `fs`, the image before the update, refines that: a
-    library path the image already has is not a new name (an md5sums list, all a distroless
-    image keeps, omits symlinks such as `libz.so.1`), and an image with no cache and no
+    whether `ld.so.cache` is still valid. `fs`, the image before the update, refines that. A
+    library path the image already has is not a new name, because the md5sums lists that
+    distroless images keep omit symlinks such as `libz.so.1`. An image with no cache and no
     `ldconfig` gets no notes about the cache.
     """
     notes: list[str] = []

@@ -398,8 +398,8 @@ class RegistryClient:
                     continue
                 if response.status_code not in (200, 401):
                     client.close()
-                    # An HTTPS server answers a plain-HTTP request with 400; after a TLS
-                    # failure that line only hides the real error.
+                    # An HTTPS server returns 400 to a plain-HTTP request. After a TLS failure
+                    # that line only hides the real error.
                     if not (tls_failed and scheme == "http" and response.status_code == 400):
                         errors.append(f"{base}/v2/ responded with HTTP {response.status_code}")
                     continue
