@@ -232,10 +232,19 @@ def _find_installed(database: DpkgDatabase, deb: DebFile) -> InstalledPackage | 
     return found
 
 
-def _destination(view: MergedView, path: str) -> str:
-    """Return where `path` lands: its parent resolved through symlinks, its name kept."""
-    parent = view.resolve(posixpath.dirname(path))
-    return posixpath.join(parent, posixpath.basename(path))
+def _destination(view: MergedView, path: str, parents: dict[str, str] | None = None) -> str:
+    """Return where `path` lands: its parent resolved through symlinks, its name kept.
+
+    `parents` caches resolved parent directories. The caller clears it whenever an entry it
+    stages can change how a path resolves.
+    """
+    directory, name = posixpath.split(path)
+    parent = parents.get(directory) if parents is not None else None
+    if parent is None:
+        parent = view.resolve(directory)
+        if parents is not None:
+            parents[directory] = parent
+    return posixpath.join(parent, name)
 
 
 class _HashingReader:
@@ -264,6 +273,9 @@ def _unpack_payload(
     old_conffiles = dict(work.old.conffiles) if work.old is not None else {}
     final_paths: dict[str, str] = {}
     kept_data: dict[str, bytes] = {}
+    # Resolved parent directories, by path. Only staging a symlink, or a file over one, changes
+    # how a path resolves (a symlink is never replaced by a directory), so both clear this memo.
+    parents: dict[str, str] = {}
 
     for member, fileobj in deb.iter_data():
         if member.path == "/":
@@ -275,8 +287,10 @@ def _unpack_payload(
         if should_skip(filters, member.path, member.type):
             # dpkg lists a filtered path as owned but writes nothing there.
             continue
-        destination = _destination(view, divert(member.path, deb.name, diversions))
+        destination = _destination(view, divert(member.path, deb.name, diversions), parents)
         existing = view.lstat(destination)
+        if existing is not None and existing.type is FileType.SYMLINK:
+            parents.clear()
 
         if member.type is FileType.DIRECTORY:
             resolved = view.resolve(destination)
@@ -301,6 +315,7 @@ def _unpack_payload(
         final_paths[member.path] = destination
 
         if member.type is FileType.SYMLINK:
+            parents.clear()
             staging.add_symlink(destination, member.linkname, member.uid, member.gid,
                                 member.mtime, member.mode or 0o777)
         elif member.type is FileType.HARDLINK:
