@@ -385,3 +385,32 @@ def test_missing_compressed_index_falls_back(
     repo.files[f"{base}/Packages"] = gzip.decompress(packages_gz)
     plan = DpkgEcosystem().plan(_image(memory_fs, url, key), None, _options(tmp_path))
     assert [p.name for p in plan.updates] == ["hello"]
+
+
+def test_unsigned_inrelease_falls_back_to_release_gpg(
+    repository: tuple[_Repository, str], memory_fs: type[Any], tmp_path: Path
+) -> None:
+    repo, url = repository
+    key = _key()
+    _publish(repo, key, detached=True)
+    base = "/debian/dists/stable"
+    repo.files[f"{base}/InRelease"] = repo.files[f"{base}/Release"]
+    plan = DpkgEcosystem().plan(_image(memory_fs, url, key), None, _options(tmp_path))
+    assert "hello:amd64" in plan.downloads
+
+
+def test_unsigned_inrelease_without_gpg_needs_flag(
+    repository: tuple[_Repository, str], memory_fs: type[Any], tmp_path: Path
+) -> None:
+    repo, url = repository
+    key = _key()
+    _publish(repo, key, unsigned=True)
+    base = "/debian/dists/stable"
+    repo.files[f"{base}/InRelease"] = repo.files[f"{base}/Release"]
+    with pytest.raises(SignatureError, match="not signed"):
+        DpkgEcosystem().plan(_image(memory_fs, url, key), None, _options(tmp_path / "a"))
+    plan = DpkgEcosystem().plan(
+        _image(memory_fs, url, key), None,
+        _options(tmp_path / "b", allow_insecure_repositories=True),
+    )
+    assert any("not signed" in note for note in plan.notes)

@@ -37,6 +37,8 @@ from suture.image.fsview import FileSystemView, FileType
 
 logger = logging.getLogger(__name__)
 
+_CLEARSIGN_HEADER = b"-----BEGIN PGP SIGNED MESSAGE-----"
+
 IMAGE_KEYRING_FILES = ("/etc/apt/trusted.gpg",)
 IMAGE_KEYRING_DIRS = ("/etc/apt/trusted.gpg.d", "/usr/share/keyrings")
 _KEY_SUFFIXES = (".gpg", ".asc", ".pgp")
@@ -296,6 +298,12 @@ def _fetch_signed_release(
             return _fetch_text(client, f"{base}/Release", Path(scratch) / "Release")
 
         certificates, key_origin = certificates_for(source, fs, image_keys)
+        if data is not None and not data.lstrip().startswith(_CLEARSIGN_HEADER):
+            # A plain Release served as InRelease carries no signature, so Release and
+            # Release.gpg are tried as if there were no InRelease.
+            logger.warning("%s/InRelease is not clearsigned; trying Release and Release.gpg",
+                           base)
+            data = None
         if data is not None:
             signed = verify_clearsigned(
                 data, certificates, f"signature check of {base}/InRelease with {key_origin} failed"
