@@ -280,5 +280,6 @@ def check_single_image_destination(
         raise UsageError(
             f"{destination} stores a single image, but the source is a multi-platform index "
             f"with {platform_count} platforms to patch: pass --platform with one platform, "
-            "as in --platform linux/amd64"
+            "as in --platform linux/amd64, or write the index elsewhere with --push or "
+            "--dest (docker://, oci: or oci-archive:)"
         )
