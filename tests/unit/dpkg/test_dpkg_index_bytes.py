@@ -1,4 +1,4 @@
-"""PackagesIndex over bytes and a memory map gives what it gives over the decoded text."""
+"""PackagesIndex over bytes or a memory map returns the same candidates as over text."""
 
 from __future__ import annotations
 
