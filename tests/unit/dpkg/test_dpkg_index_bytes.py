@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import mmap
 from pathlib import Path
 
@@ -65,3 +66,10 @@ def test_index_decodes_non_ascii() -> None:
     assert [c.version for c in index.candidates("rocket")] == ["1.0", "2.0"]
     assert index.candidates("rocket")[1].sha256 == "abcdef"
     assert index.providers("mail-transport-agent") == ["rocket"]
+
+
+def test_index_from_saved_offsets() -> None:
+    scanned = PackagesIndex(PACKAGES.encode(), base_url="http://repo", suite="s")
+    saved = json.loads(json.dumps(scanned.offsets))
+    reused = PackagesIndex(PACKAGES.encode(), base_url="http://repo", suite="s", offsets=saved)
+    assert _snapshot(reused) == _snapshot(scanned)

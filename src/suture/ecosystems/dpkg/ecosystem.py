@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import mmap
 import os
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -42,6 +44,8 @@ DPKG_ARCH_PATH = "/var/lib/dpkg/arch"
 # of one multi-platform image and repeated plans in one process parse each index once.
 _PARSED: dict[tuple[str, str, str, bool], PackagesIndex] = {}
 _PARSED_MAX = 16
+# The format of the stanza offsets saved beside a decompressed index; a change bumps it.
+_OFFSETS_VERSION = 1
 
 
 def default_cache_dir() -> Path:
@@ -171,12 +175,17 @@ def _load_indexes(
         path = fetch_index_file(client, release, name, cache_dir)
         if path is None:
             continue
+        offsets_path = cache_dir / "decompressed" / f"{path.name}.offsets-{_OFFSETS_VERSION}"
+        offsets = _load_offsets(offsets_path)
         index = PackagesIndex(
             _map_file(path),
             base_url=source.uri,
             suite=source.suite,
             not_automatic=release.not_automatic,
+            offsets=offsets,
         )
+        if offsets is None:
+            _save_offsets(offsets_path, index)
         logger.debug(
             "parsed %s %s (%d packages, sha256 %s) in %.2fs",
             source,
@@ -198,3 +207,35 @@ def _map_file(path: Path) -> bytes | mmap.mmap:
         if os.fstat(handle.fileno()).st_size == 0:
             return b""
         return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def _load_offsets(path: Path) -> dict[str, list[int]] | None:
+    """Return the stanza offsets saved at `path`, or None when absent or invalid."""
+    try:
+        offsets = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    valid = isinstance(offsets, dict) and all(
+        isinstance(starts, list) and all(type(start) is int for start in starts)
+        for starts in offsets.values()
+    )
+    if not valid:
+        logger.debug("ignoring the invalid index offsets %s", path)
+        return None
+    return cast(dict[str, list[int]], offsets)
+
+
+def _save_offsets(path: Path, index: PackagesIndex) -> None:
+    """Save the index's stanza offsets through a temporary file and a rename."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".partial-")
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                json.dump(index.offsets, handle, separators=(",", ":"))
+            os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+    except OSError as error:
+        logger.debug("failed to save the index offsets %s: %s", path, error)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import mmap
 import re
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -178,10 +179,12 @@ class PackagesIndex:
         base_url: str,
         suite: str,
         not_automatic: bool = False,
+        offsets: Mapping[str, list[int]] | None = None,
     ) -> None:
         """Index the stanzas of `text`, the decompressed `Packages` file, without decoding it.
 
-        A memory map must stay open as long as the index is used.
+        A memory map must stay open as long as the index is used. `offsets` is the `offsets`
+        of an earlier index of the same data, which saves the scan.
         """
         self.base_url = base_url
         self.suite = suite
@@ -190,7 +193,15 @@ class PackagesIndex:
         self._starts: dict[str, list[int]] = defaultdict(list)
         self._provides: dict[str, list[str]] | None = None
         self._parsed: dict[str, list[Candidate]] = {}
-        self._scan()
+        if offsets is None:
+            self._scan()
+        else:
+            self._starts.update(offsets)
+
+    @property
+    def offsets(self) -> Mapping[str, list[int]]:
+        """The offset of each stanza in the data, by package name, in the order of the data."""
+        return self._starts
 
     def _scan(self) -> None:
         # A stanza starts with its `Package:` line, after the start of the data or a blank line.
