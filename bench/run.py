@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import pyspy
-from bench.measure import Measured, run_measured, spread
+from bench.measure import Measured, require_gnu_time, run_measured, spread
 from bench.proxy import CountingProxy
 from tests.harness.docker import DockerDaemon, DockerUnavailable, start_dockerd, stop_dockerd
 from tests.harness.images import ImageCache
@@ -663,6 +663,9 @@ def write_report(bench: Bench, path: Path, command: str, started: float) -> None
         "- Package traffic of every case goes through one counting HTTP proxy on 127.0.0.1 in "
         "front of the host's Debian mirror, so downloaded bytes are measured the same way for "
         "suture and apt.",
+        "- Each measured command runs under GNU time: peak RSS is its `%M` (MiB, shown as MB), "
+        "the largest peak of one process in the command's tree. CPU is user + system time of "
+        "that tree.",
         "",
         "| case | runs | wall | CPU (user+sys) | peak RSS | downloaded | uploaded "
         "| patch / RUN layer (gzip) | layer (uncompressed) |",
@@ -783,6 +786,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     parser.add_argument("--only", default="", help="comma-separated case keys to run")
     args = parser.parse_args(argv)
+    require_gnu_time()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     started = time.time()
     work = Path(tempfile.mkdtemp(prefix="suture-bench-"))
