@@ -253,6 +253,28 @@ class ImageCache:
         """Unpack the named image's root filesystem into `dest` with umoci."""
         return unpack_layout(self.layout(name), "latest", dest)
 
+    def derived(self, name: str, build: Callable[[Path], None]) -> Path:
+        """Return a directory that `build` fills once per mirror state, such as an apt reference.
+
+        Derived results depend only on the fixture images and the mirror, so they share the
+        images' cache key; `build(out)` writes into an empty directory that is renamed into
+        place when it returns.
+        """
+        target = self.dir / "derived" / name
+        if target.is_dir():
+            return target
+        with _locked(self.dir / "derived" / f".{name}.lock"):
+            if target.is_dir():
+                return target
+            started = time.monotonic()
+            with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".build-{name}-") as tmp:
+                out = Path(tmp) / "out"
+                out.mkdir()
+                build(out)
+                out.rename(target)
+            logger.info("built derived fixture %s in %.1fs", name, time.monotonic() - started)
+        return target
+
     # Builders write a complete layout into `out`; `work` is scratch space.
 
     def _write(self, out: Path, layers: list[Layer], spec: ImageSpec) -> None:
