@@ -3,9 +3,10 @@
 Each command runs under GNU time (`/usr/bin/time`, Debian package `time`), and the peak RSS
 is its `%M`. `ru_maxrss` from `os.wait4` alone would be wrong: at exec, Linux (fs/exec.c)
 keeps the high-water RSS of the memory map the process had before, and `subprocess` starts
-children with vfork or posix_spawn, so that map is the benchmark's own. A `/bin/true` started
-by a Python process that had touched and freed 300 MB reported 318 MB that way. GNU time is
-a small freshly executed process, so the command it starts reports its own peak.
+children with vfork or posix_spawn, so that map is the benchmark's own. A `/bin/true`
+started by a Python process that had touched and freed 300 MiB reported over 300 MiB that
+way. GNU time is a small freshly executed process, so the command it starts reports its own
+peak.
 
 CPU comes from `os.wait4` on the GNU time process and covers that process, the command and
 the descendants they waited for. RSS is the largest peak of any one process in that tree, not
