@@ -123,7 +123,7 @@ class TransportOptions:
     timeout: float = 60.0
     cache: BlobCache | None = None
     progress: ProgressHook | None = None
-    chunk_threshold: int = 64 * 1024 * 1024
+    chunk_threshold: int = 16 * 1024 * 1024
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def registry_settings(self) -> RegistrySettings:

@@ -50,7 +50,8 @@ class RegistrySettings:
     """Connection settings shared by every registry client of one command.
 
     `timeout` is the connect and read timeout of each request in seconds. Blobs of at least
-    `chunk_threshold` bytes are uploaded in PATCH chunks of `chunk_size` bytes.
+    `chunk_threshold` bytes are uploaded in PATCH chunks of `chunk_size` bytes. A smaller blob
+    goes up in one request from memory, so the threshold bounds the memory an upload holds.
     """
 
     insecure_registries: frozenset[str] = frozenset()
@@ -58,8 +59,8 @@ class RegistrySettings:
     credentials: CredentialSources = field(default_factory=CredentialSources)
     timeout: float = 60.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    chunk_threshold: int = 64 * 1024 * 1024
-    chunk_size: int = 16 * 1024 * 1024
+    chunk_threshold: int = 16 * 1024 * 1024
+    chunk_size: int = 8 * 1024 * 1024
     progress: ProgressHook | None = None
 
 
