@@ -251,10 +251,6 @@ class Bench:
             self.rebuild_with(case, daemon, directory)
         finally:
             stop_dockerd(daemon)
-            # dockerd leaves its default network namespace mounted under the exec root.
-            netns = directory / "exec" / "netns" / "default"
-            if os.path.ismount(netns):
-                subprocess.run(["umount", str(netns)], check=False)
             shutil.rmtree(directory, ignore_errors=True)
 
     def rebuild_with(self, case: Case, daemon: DockerDaemon, directory: Path) -> None:

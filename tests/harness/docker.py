@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.harness.process import stop_process
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ class DockerDaemon:
     env: dict[str, str]
     pid: int
     log_path: Path
+    exec_root: Path
 
     def run(self, *args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
         """Run the docker CLI against this daemon; raises CalledProcessError on failure."""
@@ -76,7 +78,8 @@ def start_dockerd(directory: Path) -> DockerDaemon:
             start_new_session=True,
         )
     env = {**os.environ, "DOCKER_HOST": host, "DOCKER_CONFIG": str(directory / "client")}
-    daemon = DockerDaemon(host=host, env=env, pid=process.pid, log_path=log_path)
+    daemon = DockerDaemon(host=host, env=env, pid=process.pid, log_path=log_path,
+                          exec_root=directory / "exec")
 
     deadline = time.monotonic() + START_TIMEOUT
     last_error = ""
@@ -103,16 +106,9 @@ def start_dockerd(directory: Path) -> DockerDaemon:
 
 def stop_dockerd(daemon: DockerDaemon, timeout: float = 30.0) -> None:
     """Stop dockerd by PID (it stops its own containerd); SIGKILL after `timeout` seconds."""
-    try:
-        os.kill(daemon.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pid, _status = os.waitpid(daemon.pid, os.WNOHANG)
-        if pid != 0:
-            return
-        time.sleep(0.1)
-    logger.warning("dockerd (pid %d) ignored SIGTERM for %.0fs; killing it", daemon.pid, timeout)
-    os.kill(daemon.pid, signal.SIGKILL)
-    os.waitpid(daemon.pid, 0)
+    stop_process(daemon.pid, "dockerd", timeout)
+
+    # dockerd leaves its default network namespace mounted under the exec root.
+    netns = daemon.exec_root / "netns" / "default"
+    if os.path.ismount(netns):
+        subprocess.run(["umount", str(netns)], check=False)

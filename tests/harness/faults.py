@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from debian.deb822 import Packages
 
@@ -97,7 +97,34 @@ class _QuietServer(http.server.ThreadingHTTPServer):
         logger.debug("connection from %s ended with an error", client_address, exc_info=True)
 
 
-class FaultProxy:
+class _LoopbackServer:
+    """A `_QuietServer` on 127.0.0.1 with a free port, served from a daemon thread."""
+
+    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self._server = _QuietServer(("127.0.0.1", 0), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def start(self) -> Self:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class FaultProxy(_LoopbackServer):
     """A loopback HTTP reverse proxy to `upstream` (a real registry) that injects faults.
 
     A fault-injection mock: only the faults are fake; every request that is not
@@ -110,12 +137,11 @@ class FaultProxy:
         self.rules: list[FaultRule] = []
         self.requests: list[ProxiedRequest] = []
         self._lock = threading.Lock()
-        self._server = _QuietServer(("127.0.0.1", 0), _make_proxy_handler(self))
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(_make_proxy_handler(self))
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self._server.server_address[1]}"
+        return f"127.0.0.1:{self.port}"
 
     def add(self, *rules: FaultRule) -> None:
         with self._lock:
@@ -137,21 +163,6 @@ class FaultProxy:
     def record(self, method: str, path: str, action: str, status: int | None) -> None:
         with self._lock:
             self.requests.append(ProxiedRequest(method, path, action, status))
-
-    def start(self) -> FaultProxy:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _make_proxy_handler(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]:
@@ -403,7 +414,7 @@ def build_test_repository(
 FAULTS = ("corrupt-deb", "corrupt-packages", "wrong-key", "tampered-inrelease", "expired")
 
 
-class DebianRepositoryServer:
+class DebianRepositoryServer(_LoopbackServer):
     """Serve a `TestRepository` over loopback HTTP, with faults switched on by name.
 
     A fault-injection mock. The faults are:
@@ -418,33 +429,17 @@ class DebianRepositoryServer:
         self.repository = repository
         self.faults: set[str] = set()
         self.requests: list[str] = []
-        self._server = _QuietServer(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(self._handler())
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     def set_faults(self, *faults: str) -> None:
         unknown = set(faults) - set(FAULTS)
         if unknown:
             raise ValueError(f"unknown repository faults {sorted(unknown)}; known: {FAULTS}")
         self.faults = set(faults)
-
-    def start(self) -> DebianRepositoryServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
-
-    def __enter__(self) -> DebianRepositoryServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def content(self, path: str) -> bytes | None:
         """Return what the server sends for `path` with the current faults, or None for 404."""

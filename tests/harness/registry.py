@@ -10,9 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -21,6 +19,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.harness.process import stop_process
 
 logger = logging.getLogger(__name__)
 
@@ -285,15 +285,4 @@ def start_registry(directory: Path, *, tls: bool = False, auth: bool = False) ->
 
 def stop_registry(registry: Registry, timeout: float = 10.0) -> None:
     """Stop the registry by PID: SIGTERM, then SIGKILL after `timeout` seconds."""
-    try:
-        os.kill(registry.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        pid, _status = os.waitpid(registry.pid, os.WNOHANG)
-        if pid != 0:
-            return
-        time.sleep(0.05)
-    os.kill(registry.pid, signal.SIGKILL)
-    os.waitpid(registry.pid, 0)
+    stop_process(registry.pid, "registry", timeout, poll=0.05)
