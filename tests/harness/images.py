@@ -257,8 +257,8 @@ class ImageCache:
         """Return a directory that `build` fills once per mirror state, such as an apt reference.
 
         Derived results depend only on the fixture images and the mirror, so they share the
-        images' cache key; `build(out)` writes into an empty directory that is renamed into
-        place when it returns.
+        images' cache key. `build(out)` fills an empty directory, which is renamed into place
+        when it returns.
         """
         target = self.dir / "derived" / name
         if target.is_dir():

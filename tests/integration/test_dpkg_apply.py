@@ -93,7 +93,7 @@ def _upgrade_both_ways(
     assert upgrades, "the fixture image has no pending upgrades, so nothing would be tested"
 
     # The apt reference depends only on the image and the mirror state, so it is cached with
-    # the fixture images; a warm run restores it instead of running apt again.
+    # the fixture images. A warm run restores it instead of running apt again.
     reference = images.cache.derived(f"apt-upgrade-{name}", lambda out: _apt_reference(base, out))
     by_apt = work / "by-apt"
     by_apt.mkdir()

@@ -1,7 +1,7 @@
 """The interface every package ecosystem (dpkg now; apk and rpm later) implements.
 
-Data flows one way: findings (from a report) or an update-all request, plus the image's
-filesystem view, go into `plan`; the plan's packages are fetched; an engine applies them.
+Data flows one way. Findings (from a report) or an update-all request go into `plan` with the
+image's filesystem view, then the plan's packages are fetched, and an engine applies them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from suture.image.fsview import FileSystemView
 class Finding:
     """One scanner finding: a package, the version the scanner saw, and a version that fixes it.
 
-    `fixed_version` is empty when the scanner knows no fix. `architecture` is empty when the
+    `fixed_version` is empty when the report lists no fix. `architecture` is empty when the
     report does not say.
     """
 

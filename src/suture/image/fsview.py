@@ -27,7 +27,7 @@ class FileType(StrEnum):
 class FileEntry:
     """Metadata of one path in the merged view, from the top-most layer that has it.
 
-    `mode` holds permission bits only (including setuid, setgid and sticky). `linkname` is the
+    `mode` contains permission bits only (including setuid, setgid and sticky). `linkname` is the
     symlink target as stored, or for a hardlink the absolute path it links to. `layer` is the
     0-based index of the layer the entry came from.
     """

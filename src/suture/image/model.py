@@ -2,9 +2,10 @@
 
 Follows the OCI image spec v1.1 (image-spec/descriptor.md, manifest.md, image-index.md, config.md)
 and Docker's image manifest v2 schema 2. Every manifest, index and config keeps its exact bytes
-(`raw`), so a document that is not changed is written back byte for byte and keeps its digest;
-fields suture does not know (annotations, history, os.features, foreign keys) survive because
-edits are made on a copy of the parsed JSON and re-serialised only when something changed.
+(`raw`), so a document that is not changed is written back byte for byte and keeps its digest.
+Fields suture does not interpret (annotations, history, os.features, foreign keys) survive,
+because edits are made on a copy of the parsed JSON, which is re-serialised only when it
+changed.
 
 Objects here are immutable. Transformations (appending a layer, replacing a config) return new
 objects; transports move bytes and never change the model.
@@ -103,7 +104,7 @@ class Platform:
         )
 
     def matches(self, wanted: Platform) -> bool:
-        """Whether this platform satisfies `wanted`; an empty variant in `wanted` matches any."""
+        """Return whether this platform satisfies `wanted`, where an empty variant matches any."""
         if (self.os, self.architecture) != (wanted.os, wanted.architecture):
             return False
         return not wanted.variant or _normal_variant(self) == _normal_variant(wanted)
@@ -289,7 +290,7 @@ class ImageConfig:
 
 
 class BlobStore(Protocol):
-    """Where the blobs of an image can be read.
+    """A source of an image's blobs.
 
     `open_blob` returns a stream of the blob's bytes that raises DigestMismatchError at end of
     stream when the content does not match the descriptor. `origin` names the registry and
@@ -305,7 +306,7 @@ class BlobStore(Protocol):
 
 @dataclass(frozen=True)
 class Image:
-    """One platform's image: manifest, parsed config, and the store that holds its layers."""
+    """One platform's image: manifest, parsed config, and the store that contains its layers."""
 
     manifest: Manifest
     config: ImageConfig

@@ -2,8 +2,9 @@
 
 A duration is a number of seconds with an optional unit: `90`, `300s`, `5m`, `1h`, `1.5m`.
 The deadline runs the command's work in a worker thread. When it passes, the caller gets
-CommandTimeoutError, and the worker's next `check()` stops it at a stage boundary. Network
-calls have their own timeouts, so a worker never blocks for long after the deadline.
+CommandTimeoutError at once, and the worker's next `check()` stops it at a stage boundary.
+NOTE: until that check, the worker keeps running: a network call ends within its own timeout,
+but a long local stage (unpacking, building the layer) runs to its end.
 """
 
 from __future__ import annotations
