@@ -12,6 +12,7 @@ import hashlib
 import logging
 import lzma
 import re
+import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
@@ -26,6 +27,7 @@ from tests.harness.mirror import (
     http_download,
     http_get,
 )
+from tests.harness.paths import cache_root
 
 logger = logging.getLogger(__name__)
 
@@ -146,16 +148,25 @@ def dependency_closure(
 def download_debs(
     names: Iterable[str], suite: str, arch: str, dest: Path
 ) -> dict[str, tuple[Path, Packages]]:
-    """Download each named package's .deb into `dest`, verified against the index."""
+    """Download each named package's .deb into `dest`, verified against the index.
+
+    Verified files are kept in the fixture cache under their SHA-256, so a later
+    session copies a package the index still names instead of downloading it again.
+    """
     index = load_packages(suite, arch)
     base = archive_url_for_suite(suite)
     dest.mkdir(parents=True, exist_ok=True)
+    kept = cache_root() / "debs"
+    kept.mkdir(parents=True, exist_ok=True)
     result: dict[str, tuple[Path, Packages]] = {}
     for name in names:
         stanza = index[name]
         target = dest / Path(stanza["Filename"]).name
         if not target.exists():
-            http_download(f"{base}/{stanza['Filename']}", target, stanza["SHA256"])
+            cached = kept / f"{stanza['SHA256']}.deb"
+            if not cached.exists():
+                http_download(f"{base}/{stanza['Filename']}", cached, stanza["SHA256"])
+            shutil.copyfile(cached, target)
         result[name] = (target, stanza)
     return result
 

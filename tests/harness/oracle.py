@@ -6,13 +6,22 @@ of the host's architecture the tools of the image itself run in a chroot with
 (arm64 on an amd64 host) nothing from the image can run without emulation, so
 the host's apt and dpkg read the image's database and sources through `-o Dir=`
 and `--root`.
+
+Answers of `pending_upgrades` are kept under the fixture cache, keyed by a hash
+of everything apt reads to compute them: the dpkg database, the apt
+configuration and keyrings of the image, the apt that runs, and the InRelease
+file of every suite the image's sources name, as the mirror serves it now. An
+image with the same content, judged against the same mirror state, gets the
+answer apt gave before; any change to those inputs runs apt again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
+import json
 import logging
 import os
 import re
@@ -21,12 +30,13 @@ import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from debian.deb822 import Deb822
 
-from tests.harness.images import cache_root
+from tests.harness.mirror import http_get
+from tests.harness.paths import cache_root
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +59,11 @@ _DEVICES = {
 }
 # A `dpkg --audit` section that only reports the image's architecture as unknown to the host's dpkg.
 _FOREIGN_ARCH_SECTION = "unknown foreign architecture"
+# Bump when the way answers are computed or parsed changes, so older answers are not reused.
+ANSWERS_VERSION = "1"
+# Files of an image that apt reads when it simulates an upgrade, besides its lists.
+_APT_INPUTS = ("etc/apt", "usr/share/keyrings", "var/lib/dpkg/status", "var/lib/dpkg/status.d",
+               "var/lib/dpkg/arch")
 
 
 @dataclass(frozen=True)
@@ -69,6 +84,11 @@ class Upgrade:
 def default_lists_cache() -> Path:
     """Return the directory that keeps apt lists between sessions, beside the fixture images."""
     return cache_root() / "apt-lists"
+
+
+def default_answers_cache() -> Path:
+    """Return the directory that keeps apt's answers between sessions."""
+    return cache_root() / "oracle-answers"
 
 
 def host_architecture() -> str:
@@ -97,6 +117,7 @@ class AptOracle:
         self.architecture = architecture or self._image_architecture()
         self.native = self.architecture in (host_architecture(), "all")
         self.lists_cache = lists_cache if lists_cache is not None else default_lists_cache()
+        self.answers_cache = default_answers_cache()
 
     # Public questions.
 
@@ -114,24 +135,39 @@ class AptOracle:
         return versions
 
     def pending_upgrades(
-        self, dist_upgrade: bool = False, keep_lists: bool = True
+        self, dist_upgrade: bool = False, keep_lists: bool = False, reuse: bool = True
     ) -> list[Upgrade]:
         """Run `apt-get update` on the image's sources; list what `apt-get -s upgrade` installs.
 
-        With `keep_lists` the downloaded indexes stay in the image's
-        /var/lib/apt/lists, so apt can run there afterwards. Pass False to leave
-        the tree exactly as it was, as the shared `images.rootfs` trees require.
+        By default the tree is left exactly as it was, as the shared
+        `images.rootfs` trees require, and an answer apt gave earlier for the same
+        inputs (see the module docstring) is returned without running apt; pass
+        `reuse=False` to run apt regardless. With `keep_lists` apt always runs and
+        the downloaded indexes stay in the image's /var/lib/apt/lists, so apt can
+        run there afterwards.
         """
+        key = self._answer_key(dist_upgrade) if reuse and not keep_lists else None
+        stored = self.answers_cache / f"{key}.json" if key is not None else None
+        if stored is not None and stored.is_file():
+            return [Upgrade(**item) for item in json.loads(stored.read_text(encoding="utf-8"))]
+
         action = "dist-upgrade" if dist_upgrade else "upgrade"
         with self._scratch_apt_state(keep_lists):
             self._run_apt(["apt-get", "-q", "update"])
             output = self._run_apt(["apt-get", "-s", "-q", action])
+            used = _release_digests(self.rootfs / "var/lib/apt/lists")
         upgrades: list[Upgrade] = []
         for line in output.splitlines():
             match = _INST_LINE.match(line)
             if match:
                 name, old, new, origins, arch = match.groups()
                 upgrades.append(Upgrade(name, old, new, origins.strip(), arch))
+        # Keep the answer only if apt saw the release files the key was made from.
+        if stored is not None and used == self._source_release_digests():
+            self.answers_cache.mkdir(parents=True, exist_ok=True)
+            partial = stored.with_name(f".{stored.name}.{os.getpid()}")
+            partial.write_text(json.dumps([asdict(u) for u in upgrades]), encoding="utf-8")
+            partial.rename(stored)
         return upgrades
 
     def audit(self) -> list[str]:
@@ -153,6 +189,40 @@ class AptOracle:
         return [line for line in result.stdout.splitlines() if line.strip()]
 
     # Helpers.
+
+    def _answer_key(self, dist_upgrade: bool) -> str | None:
+        """Hash every input of a simulated upgrade; None when the sources cannot be resolved."""
+        releases = self._source_release_digests()
+        if not releases:
+            return None
+        digest = hashlib.sha256()
+        # The image's own apt runs in a chroot, and its version is in the hashed status file.
+        apt = "image" if self.native else _host_apt_version()
+        for part in (ANSWERS_VERSION, self.architecture, str(self.native), str(dist_upgrade), apt,
+                     *releases):
+            digest.update(part.encode() + b"\0")
+        for top in _APT_INPUTS:
+            path = self.rootfs / top
+            files = sorted(path.rglob("*")) if path.is_dir() else [path]
+            for item in files:
+                digest.update(str(item.relative_to(self.rootfs)).encode() + b"\0")
+                if item.is_symlink():
+                    digest.update(b"-> " + os.readlink(item).encode())
+                elif item.is_file():
+                    digest.update(item.read_bytes())
+                digest.update(b"\0")
+        return digest.hexdigest()
+
+    def _source_release_digests(self) -> list[str]:
+        """Return the SHA-256 of each InRelease the image's sources name, fetched now, sorted."""
+        digests = []
+        for url in _release_urls(self.rootfs / "etc/apt"):
+            try:
+                digests.append(_inrelease_digest(url))
+            except RuntimeError as error:
+                logger.info("not reusing apt answers: %s", error)
+                return []
+        return sorted(digests)
 
     @contextlib.contextmanager
     def _scratch_apt_state(self, keep_lists: bool) -> Iterator[None]:
@@ -286,6 +356,55 @@ class AptOracle:
                 f"{' '.join(command)} in {self.rootfs} failed: {result.stderr.strip()}"
             )
         return result
+
+
+@functools.cache
+def _host_apt_version() -> str:
+    return subprocess.run(["apt-get", "--version"], capture_output=True, text=True,
+                          check=True).stdout.splitlines()[0]
+
+
+@functools.cache
+def _inrelease_digest(url: str) -> str:
+    """Fetch one InRelease file, once per session, and return its SHA-256."""
+    return hashlib.sha256(http_get(url)).hexdigest()
+
+
+def _release_digests(lists: Path) -> list[str]:
+    """Return the SHA-256 of each InRelease file apt keeps in `lists`, sorted."""
+    return sorted(hashlib.sha256(p.read_bytes()).hexdigest() for p in lists.glob("*_InRelease"))
+
+
+def _release_urls(apt_dir: Path) -> list[str]:
+    """Return the InRelease URL of every enabled `deb` entry in the sources under `apt_dir`.
+
+    Reads deb822 `.sources` files and one-line `sources.list` files. A suite
+    ending in `/` names a flat repository, whose InRelease sits in that directory.
+    """
+    entries: list[tuple[str, str]] = []
+    for path in sorted((apt_dir / "sources.list.d").glob("*.sources")):
+        with path.open(encoding="utf-8") as handle:
+            for stanza in Deb822.iter_paragraphs(handle, use_apt_pkg=False):
+                if "deb" not in stanza.get("Types", "").split():
+                    continue
+                if stanza.get("Enabled", "yes").strip().lower() == "no":
+                    continue
+                entries += [(uri, suite) for uri in stanza.get("URIs", "").split()
+                            for suite in stanza.get("Suites", "").split()]
+    one_line = [apt_dir / "sources.list", *sorted((apt_dir / "sources.list.d").glob("*.list"))]
+    for path in one_line:
+        if not path.is_file():
+            continue
+        for line in path.read_text(encoding="utf-8").splitlines():
+            words = re.sub(r"\[[^\]]*\]", " ", line.split("#", 1)[0]).split()
+            if len(words) >= 3 and words[0] == "deb":
+                entries.append((words[1], words[2]))
+    urls = []
+    for uri, suite in entries:
+        base = uri.rstrip("/")
+        urls.append(f"{base}/{suite}InRelease" if suite.endswith("/")
+                    else f"{base}/dists/{suite}/InRelease")
+    return sorted(set(urls))
 
 
 @contextlib.contextmanager

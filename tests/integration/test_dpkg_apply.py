@@ -86,19 +86,18 @@ def trixie(images: Images, tmp_path_factory: pytest.TempPathFactory) -> Upgraded
 def _upgrade_both_ways(
     images: Images, name: str, work: Path, *, require_upgrades: bool = True
 ) -> Upgraded:
-    base = images.fresh_rootfs(name, work / "base")
+    # The session's shared copy: nothing below writes to it.
+    base = images.rootfs(name)
     upgrades = tuple(AptOracle(base).pending_upgrades())
     if not upgrades and not require_upgrades:
         pytest.skip(f"the mirror has no newer version of any package in {name}")
     assert upgrades, "the fixture image has no pending upgrades, so nothing would be tested"
 
     # The apt reference depends only on the image and the mirror state, so it is cached with
-    # the fixture images. A warm run restores it instead of running apt again.
-    reference = images.cache.derived(f"apt-upgrade-{name}", lambda out: _apt_reference(base, out))
-    by_apt = work / "by-apt"
-    by_apt.mkdir()
-    subprocess.run(["tar", "-C", str(by_apt), "--numeric-owner", "-xpf",
-                    str(reference / "by-apt.tar")], check=True)
+    # the fixture images, and a warm run reads it where it is. Tests only read `by_apt`.
+    reference = images.cache.derived(f"apt-reference-{name}",
+                                     lambda out: _apt_reference(base, out))
+    by_apt = reference / "root"
     debs = {DebFile(path).name: path for path in sorted((reference / "debs").glob("*.deb"))}
 
     by_suture = _copy_tree(base, work / "by-suture")
@@ -115,20 +114,25 @@ def _upgrade_both_ways(
 
 
 def _apt_reference(base: Path, out: Path) -> None:
-    """Upgrade a copy of `base` with real apt into `out`: the tree as a tar and the .deb files.
+    """Upgrade a copy of `base` with real apt into `out`: the tree as `root`, the .deb files
+    as `debs`.
 
     apt downloads the exact candidate versions, and the same files feed suture's engine.
     """
     root = _copy_tree(base, out / "root")
+    _chroot(root, "apt-get", "-q", "update")
     _chroot(root, "apt-get", "-y", "-q", "--download-only", "upgrade")
     debs_dir = out / "debs"
     debs_dir.mkdir()
     for deb_path in sorted((root / "var/cache/apt/archives").glob("*.deb")):
         shutil.copy2(deb_path, debs_dir)
     _chroot(root, "apt-get", "-y", "-q", "-o", "Dpkg::Options::=--force-confold", "upgrade")
-    subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-cpf", str(out / "by-apt.tar"),
-                    "."], check=True)
-    shutil.rmtree(root)
+    # The indexes and downloads are apt's working state, not part of the upgraded image.
+    # Only files go: the directories belong to the apt package and are compared with ours.
+    for state in ("var/lib/apt/lists", "var/cache/apt/archives"):
+        for item in (root / state).iterdir():
+            if item.is_file() and item.name != "lock":
+                item.unlink()
 
 
 def _directory_view(root: Path) -> object:
@@ -177,9 +181,9 @@ def _stanzas(root: Path) -> dict[str, str]:
     return result
 
 
-# apt itself hands its download directory to the _apt user while fetching the packages for the
-# reference upgrade; no package payload is involved.
-_APT_RUNTIME_PATHS = frozenset({"/var/cache/apt/archives/partial"})
+# apt itself hands its download directories to the _apt user while fetching the indexes and
+# packages for the reference upgrade; no package payload is involved.
+_APT_RUNTIME_PATHS = frozenset({"/var/cache/apt/archives/partial", "/var/lib/apt/lists/partial"})
 
 
 def test_bookworm_owned_files_match_apt(bookworm: Upgraded) -> None:
@@ -327,7 +331,7 @@ def distroless(images: Images, tmp_path_factory: pytest.TempPathFactory) -> Dist
     from suture.ecosystems.dpkg.version import compare_versions
 
     work = tmp_path_factory.mktemp("dpkg-apply-distroless")
-    base = images.fresh_rootfs("distroless-bookworm", work / "base")
+    base = images.rootfs("distroless-bookworm")
     view = _directory_view(base)
     database = read_database(view)
     installed = {p.name: p for p in database.packages}
@@ -458,7 +462,7 @@ def _foreign_apt(root: Path, architecture: str, *args: str, cwd: Path | None = N
 
 def test_arm64_patch_uses_arm64_payloads(images: Images, tmp_path: Path) -> None:
     base = images.fresh_rootfs("debian-bookworm-arm64", tmp_path / "base")
-    upgrades = AptOracle(base).pending_upgrades()
+    upgrades = AptOracle(base).pending_upgrades(keep_lists=True)
     if not upgrades:
         pytest.skip("the mirror has no newer version of any package in the arm64 image")
     downloads = tmp_path / "debs"

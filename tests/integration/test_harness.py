@@ -80,7 +80,7 @@ def test_skopeo_inspects_layout(images: Images, name: str) -> None:
 
 
 def test_bookworm_has_pending_security_upgrades(images: Images) -> None:
-    upgrades = AptOracle(images.rootfs("debian-bookworm")).pending_upgrades(keep_lists=False)
+    upgrades = AptOracle(images.rootfs("debian-bookworm")).pending_upgrades()
     security = [u for u in upgrades if u.is_security]
     assert security, "the point-release fixture should lag behind bookworm-security"
 
@@ -88,7 +88,7 @@ def test_bookworm_has_pending_security_upgrades(images: Images) -> None:
 def test_bookworm_upgrades_start_from_installed(images: Images) -> None:
     oracle = AptOracle(images.rootfs("debian-bookworm"))
     installed = oracle.installed_versions()
-    for upgrade in oracle.pending_upgrades(keep_lists=False):
+    for upgrade in oracle.pending_upgrades():
         assert installed[upgrade.name] == upgrade.installed
 
 
@@ -192,7 +192,7 @@ def test_arm64_dpkg_audit_clean(images: Images) -> None:
 
 
 def test_arm64_has_pending_upgrades(images: Images) -> None:
-    upgrades = AptOracle(images.rootfs("debian-bookworm-arm64")).pending_upgrades(keep_lists=False)
+    upgrades = AptOracle(images.rootfs("debian-bookworm-arm64")).pending_upgrades()
     assert any(u.is_security and u.architecture in ("arm64", "all") for u in upgrades)
 
 
@@ -430,6 +430,6 @@ def test_oracle_leaves_rootfs_unchanged(images: Images, tmp_path: Path) -> None:
     rootfs = images.fresh_rootfs("debian-bookworm", tmp_path / "rootfs")
     before = snapshot(rootfs)
     oracle = AptOracle(rootfs)
-    oracle.pending_upgrades(keep_lists=False)
+    oracle.pending_upgrades(reuse=False)
     oracle.audit()
     assert snapshot(rootfs) == before

@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -157,31 +158,48 @@ def trivy_report(rootfs: Path, upgrades: list[Upgrade], work: Path) -> dict[str,
     }
 
 
-def test_update_all_leaves_no_pending_upgrades(images: Images, tmp_path: Path) -> None:
-    layout = copy_layout(images, "debian-bookworm", tmp_path / "layout")
+@dataclass(frozen=True)
+class Patched:
+    """`debian-bookworm` patched once with update-all; tests copy `layout` before changing it."""
+
+    layout: Path
+    result: Result
+    summary: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def patched_bookworm(images: Images, tmp_path_factory: pytest.TempPathFactory) -> Patched:
+    work = tmp_path_factory.mktemp("patched-bookworm")
+    layout = copy_layout(images, "debian-bookworm", work / "layout")
+    result = run("patch", "-i", f"oci:{layout}:latest", "--summary", str(work / "s.json"))
+    assert result.exit_code == 0, result.stderr
+    return Patched(layout, result, json.loads((work / "s.json").read_text()))
+
+
+def test_update_all_leaves_no_pending_upgrades(
+    images: Images, patched_bookworm: Patched, tmp_path: Path
+) -> None:
     before = AptOracle(images.rootfs("debian-bookworm")).pending_upgrades()
     assert before, "the fixture should have pending upgrades"
 
-    result = run("patch", "-i", f"oci:{layout}:latest", "--summary", str(tmp_path / "s.json"))
-
-    assert result.exit_code == 0, result.stderr
-    summary = json.loads((tmp_path / "s.json").read_text())
+    layout, summary = patched_bookworm.layout, patched_bookworm.summary
     assert summary["result"]["digest"] == ref_descriptor(layout, "latest-patched")["digest"]
     rootfs = unpack_layout(layout, "latest-patched", tmp_path / "rootfs")
     oracle = AptOracle(rootfs)
     assert oracle.pending_upgrades() == []
     assert oracle.audit() == []
     updated = [p["name"] for p in summary["platforms"][0]["packages"] if p["status"] == "updated"]
+    assert {u.name for u in before} <= set(updated)
     assert oracle.verify(updated) == []
 
 
-def test_second_run_is_up_to_date(images: Images, tmp_path: Path) -> None:
-    layout = copy_layout(images, "debian-bookworm", tmp_path / "layout")
-    first = run("patch", "-i", f"oci:{layout}:latest", "-t", "once")
-    assert first.exit_code == 0, first.stderr
+def test_second_run_is_up_to_date(patched_bookworm: Patched, tmp_path: Path) -> None:
+    layout = tmp_path / "layout"
+    shutil.copytree(patched_bookworm.layout, layout)
     before = layout_state(layout)
 
-    second = run("patch", "-i", f"oci:{layout}:once", "--summary", str(tmp_path / "s.json"))
+    second = run("patch", "-i", f"oci:{layout}:latest-patched", "--summary",
+                 str(tmp_path / "s.json"))
 
     assert second.exit_code == 0, second.stderr
     assert "already up to date" in second.stderr
@@ -189,7 +207,9 @@ def test_second_run_is_up_to_date(images: Images, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "s.json").read_text())["result"] is None
 
 
-def test_dry_run_writes_nothing_and_plan_matches(images: Images, tmp_path: Path) -> None:
+def test_dry_run_writes_nothing_and_plan_matches(
+    images: Images, patched_bookworm: Patched, tmp_path: Path
+) -> None:
     layout = copy_layout(images, "debian-bookworm", tmp_path / "layout")
     before = layout_state(layout)
 
@@ -199,9 +219,7 @@ def test_dry_run_writes_nothing_and_plan_matches(images: Images, tmp_path: Path)
     assert layout_state(layout) == before
     dry_plan = plan_block(dry.stdout)
     assert len(dry_plan) > 1
-    real = run("patch", "-i", f"oci:{layout}:latest")
-    assert real.exit_code == 0, real.stderr
-    assert plan_block(real.stderr) == dry_plan
+    assert plan_block(patched_bookworm.result.stderr) == dry_plan
 
 
 def test_push_with_trivy_report_to_auth_registry(
