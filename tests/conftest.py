@@ -2,12 +2,20 @@
 
 Plain `pytest` runs unit tests only. Tests marked `integration` run with
 `--integration` or `SUTURE_INTEGRATION=1`; `.ci/run` passes the flag.
+
+Integration runs as root put pytest's temporary directories on a tmpfs that is
+unmounted when the session ends. Tests copy and unpack whole root filesystems,
+and deleting the hundreds of thousands of files an earlier session left on disk
+took longer than some test files. Set `SUTURE_TEST_KEEP_TMP=1`, or pass
+`--basetemp`, to keep them on disk for a look after a failure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +38,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _integration_enabled(config: pytest.Config) -> bool:
     return bool(config.getoption("--integration")) or os.environ.get("SUTURE_INTEGRATION") == "1"
+
+
+_SCRATCH_MOUNT = pytest.StashKey[Path]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    # xdist workers inherit the controller's base directory, so only the controller mounts.
+    if (hasattr(config, "workerinput") or config.option.basetemp or os.geteuid() != 0
+            or not _integration_enabled(config) or os.environ.get("SUTURE_TEST_KEEP_TMP") == "1"):
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="suture-pytest-"))
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=700", "tmpfs", str(scratch)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        scratch.rmdir()
+        return
+    config.option.basetemp = str(scratch / "basetemp")
+    config.stash[_SCRATCH_MOUNT] = scratch
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    scratch = config.stash.get(_SCRATCH_MOUNT, None)
+    if scratch is None:
+        return
+    # Lazily, so that a mount a failed test left inside cannot keep the tmpfs busy.
+    subprocess.run(["umount", "--lazy", str(scratch)], capture_output=True, check=False)
+    with contextlib.suppress(OSError):
+        scratch.rmdir()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -102,7 +102,9 @@ class _LoopbackServer:
 
     def __init__(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
         self._server = _QuietServer(("127.0.0.1", 0), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def port(self) -> int:

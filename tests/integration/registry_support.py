@@ -321,7 +321,7 @@ class _FaultServer(ThreadingHTTPServer):
 def fault_proxy(upstream: str, plan: FaultPlan) -> Iterator[str]:
     """Run a proxy to the plain-HTTP registry `upstream`; yield its `127.0.0.1:PORT`."""
     server = _FaultServer(upstream, plan)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
     thread.start()
     try:

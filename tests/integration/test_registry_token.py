@@ -180,7 +180,7 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TokenRe
     key, certificate = _make_signing_certificate(directory)
     service = TokenService(key, _der(certificate))
     server = _TokenServer(service)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
     thread.start()
 
