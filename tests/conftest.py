@@ -3,8 +3,8 @@
 Plain `pytest` runs unit tests only. Tests marked `integration` run with
 `--integration` or `SUTURE_INTEGRATION=1`; `.ci/run` passes the flag.
 
-Integration runs as root put pytest's temporary directories on a tmpfs that is
-unmounted when the session ends. Tests copy and unpack whole root filesystems,
+Integration runs as root put pytest's temporary directories and `TMPDIR` on a
+tmpfs that is unmounted when the session ends. Tests copy and unpack whole root filesystems,
 and deleting the hundreds of thousands of files an earlier session left on disk
 took longer than some test files. Set `SUTURE_TEST_KEEP_TMP=1`, or pass
 `--basetemp`, to keep them on disk for a look after a failure.
@@ -50,13 +50,19 @@ def pytest_configure(config: pytest.Config) -> None:
             or not _integration_enabled(config) or os.environ.get("SUTURE_TEST_KEEP_TMP") == "1"):
         return
     scratch = Path(tempfile.mkdtemp(prefix="suture-pytest-"))
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=700", "tmpfs", str(scratch)],
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", str(scratch)],
                              capture_output=True, text=True, check=False)
     if mounted.returncode != 0:
         scratch.rmdir()
         return
     config.option.basetemp = str(scratch / "basetemp")
     config.stash[_SCRATCH_MOUNT] = scratch
+    # suture's staging files and the temporary files of skopeo, umoci and apt go there too.
+    # Mode 1777 as /tmp has, because apt's download and gpgv methods run as the _apt user.
+    (scratch / "tmp").mkdir()
+    (scratch / "tmp").chmod(0o1777)
+    os.environ["TMPDIR"] = str(scratch / "tmp")
+    tempfile.tempdir = None
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

@@ -150,20 +150,20 @@ def download_debs(
 ) -> dict[str, tuple[Path, Packages]]:
     """Download each named package's .deb into `dest`, verified against the index.
 
-    Verified files are kept in the fixture cache under their SHA-256, so a later
+    Verified files are stored in the fixture cache under their SHA-256, so a later
     session copies a package the index still names instead of downloading it again.
     """
     index = load_packages(suite, arch)
     base = archive_url_for_suite(suite)
     dest.mkdir(parents=True, exist_ok=True)
-    kept = cache_root() / "debs"
-    kept.mkdir(parents=True, exist_ok=True)
+    deb_cache = cache_root() / "debs"
+    deb_cache.mkdir(parents=True, exist_ok=True)
     result: dict[str, tuple[Path, Packages]] = {}
     for name in names:
         stanza = index[name]
         target = dest / Path(stanza["Filename"]).name
         if not target.exists():
-            cached = kept / f"{stanza['SHA256']}.deb"
+            cached = deb_cache / f"{stanza['SHA256']}.deb"
             if not cached.exists():
                 http_download(f"{base}/{stanza['Filename']}", cached, stanza["SHA256"])
             shutil.copyfile(cached, target)

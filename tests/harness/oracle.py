@@ -7,12 +7,12 @@ of the host's architecture the tools of the image itself run in a chroot with
 the host's apt and dpkg read the image's database and sources through `-o Dir=`
 and `--root`.
 
-Answers of `pending_upgrades` are kept under the fixture cache, keyed by a hash
-of everything apt reads to compute them: the dpkg database, the apt
+The results of `pending_upgrades` are stored under the fixture cache, keyed by
+a hash of every input apt reads to compute them: the dpkg database, the apt
 configuration and keyrings of the image, the apt that runs, and the InRelease
 file of every suite the image's sources name, as the mirror serves it now. An
-image with the same content, judged against the same mirror state, gets the
-answer apt gave before; any change to those inputs runs apt again.
+image with the same content, checked against the same mirror state, gets the
+result apt returned before. Any change to those inputs runs apt again.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ _DEVICES = {
 }
 # A `dpkg --audit` section that only reports the image's architecture as unknown to the host's dpkg.
 _FOREIGN_ARCH_SECTION = "unknown foreign architecture"
-# Bump when the way answers are computed or parsed changes, so older answers are not reused.
-ANSWERS_VERSION = "1"
+# Bump when the way results are computed or parsed changes, so older results are not reused.
+RESULTS_VERSION = "1"
 # Files of an image that apt reads when it simulates an upgrade, besides its lists.
 _APT_INPUTS = ("etc/apt", "usr/share/keyrings", "var/lib/dpkg/status", "var/lib/dpkg/status.d",
                "var/lib/dpkg/arch")
@@ -86,9 +86,9 @@ def default_lists_cache() -> Path:
     return cache_root() / "apt-lists"
 
 
-def default_answers_cache() -> Path:
-    """Return the directory that keeps apt's answers between sessions."""
-    return cache_root() / "oracle-answers"
+def default_results_cache() -> Path:
+    """Return the directory that keeps apt's results between sessions."""
+    return cache_root() / "oracle-results"
 
 
 def host_architecture() -> str:
@@ -117,7 +117,7 @@ class AptOracle:
         self.architecture = architecture or self._image_architecture()
         self.native = self.architecture in (host_architecture(), "all")
         self.lists_cache = lists_cache if lists_cache is not None else default_lists_cache()
-        self.answers_cache = default_answers_cache()
+        self.results_cache = default_results_cache()
 
     # Public questions.
 
@@ -140,14 +140,14 @@ class AptOracle:
         """Run `apt-get update` on the image's sources; list what `apt-get -s upgrade` installs.
 
         By default the tree is left exactly as it was, as the shared
-        `images.rootfs` trees require, and an answer apt gave earlier for the same
+        `images.rootfs` trees require, and the result apt gave earlier for the same
         inputs (see the module docstring) is returned without running apt; pass
         `reuse=False` to run apt regardless. With `keep_lists` apt always runs and
         the downloaded indexes stay in the image's /var/lib/apt/lists, so apt can
         run there afterwards.
         """
-        key = self._answer_key(dist_upgrade) if reuse and not keep_lists else None
-        stored = self.answers_cache / f"{key}.json" if key is not None else None
+        key = self._result_key(dist_upgrade) if reuse and not keep_lists else None
+        stored = self.results_cache / f"{key}.json" if key is not None else None
         if stored is not None and stored.is_file():
             return [Upgrade(**item) for item in json.loads(stored.read_text(encoding="utf-8"))]
 
@@ -162,9 +162,9 @@ class AptOracle:
             if match:
                 name, old, new, origins, arch = match.groups()
                 upgrades.append(Upgrade(name, old, new, origins.strip(), arch))
-        # Keep the answer only if apt saw the release files the key was made from.
+        # Store the result only if apt saw the release files the key was made from.
         if stored is not None and used == self._source_release_digests():
-            self.answers_cache.mkdir(parents=True, exist_ok=True)
+            self.results_cache.mkdir(parents=True, exist_ok=True)
             partial = stored.with_name(f".{stored.name}.{os.getpid()}")
             partial.write_text(json.dumps([asdict(u) for u in upgrades]), encoding="utf-8")
             partial.rename(stored)
@@ -190,7 +190,7 @@ class AptOracle:
 
     # Helpers.
 
-    def _answer_key(self, dist_upgrade: bool) -> str | None:
+    def _result_key(self, dist_upgrade: bool) -> str | None:
         """Hash every input of a simulated upgrade; None when the sources cannot be resolved."""
         releases = self._source_release_digests()
         if not releases:
@@ -198,7 +198,7 @@ class AptOracle:
         digest = hashlib.sha256()
         # The image's own apt runs in a chroot, and its version is in the hashed status file.
         apt = "image" if self.native else _host_apt_version()
-        for part in (ANSWERS_VERSION, self.architecture, str(self.native), str(dist_upgrade), apt,
+        for part in (RESULTS_VERSION, self.architecture, str(self.native), str(dist_upgrade), apt,
                      *releases):
             digest.update(part.encode() + b"\0")
         for top in _APT_INPUTS:
@@ -220,7 +220,7 @@ class AptOracle:
             try:
                 digests.append(_inrelease_digest(url))
             except RuntimeError as error:
-                logger.info("not reusing apt answers: %s", error)
+                logger.info("not reusing stored apt results: %s", error)
                 return []
         return sorted(digests)
 

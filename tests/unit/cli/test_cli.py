@@ -302,12 +302,15 @@ def test_ctrl_c_exits_130_without_timeout_errors(
         raise AssertionError("Ctrl-C never arrived")
 
     monkeypatch.setattr(pipeline, "run_patch", slow_patch)
+    # A pytest-xdist worker ignores SIGINT; a command line process has Python's default handler.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
         result = run("patch", "-i", f"oci:{demo}/demo:bookworm")
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert stopped.wait(5)
     assert result.exit_code == 130
     assert "interrupted; nothing was written" in result.stderr
