@@ -149,7 +149,10 @@ class AptOracle:
         key = self._result_key(dist_upgrade) if reuse and not keep_lists else None
         stored = self.results_cache / f"{key}.json" if key is not None else None
         if stored is not None and stored.is_file():
-            return [Upgrade(**item) for item in json.loads(stored.read_text(encoding="utf-8"))]
+            try:
+                return [Upgrade(**item) for item in json.loads(stored.read_text(encoding="utf-8"))]
+            except (OSError, ValueError, TypeError) as error:
+                logger.warning("ignoring unreadable stored apt result %s: %s", stored, error)
 
         action = "dist-upgrade" if dist_upgrade else "upgrade"
         with self._scratch_apt_state(keep_lists):

@@ -433,3 +433,38 @@ def test_oracle_leaves_rootfs_unchanged(images: Images, tmp_path: Path) -> None:
     oracle.pending_upgrades(reuse=False)
     oracle.audit()
     assert snapshot(rootfs) == before
+
+
+def test_oracle_reuses_result_only_for_same_inputs(images: Images, tmp_path: Path) -> None:
+    rootfs = images.fresh_rootfs("debian-bookworm", tmp_path / "rootfs")
+    oracle = AptOracle(rootfs)
+    from_apt = oracle.pending_upgrades(reuse=False)
+    assert from_apt, "the fixture should have pending upgrades"
+    assert oracle.pending_upgrades() == from_apt
+
+    # Put the first upgradable package on hold (`apt-mark hold` writes the same status): the
+    # stored result no longer applies, so apt must run again and keep that package back.
+    first = from_apt[0]
+    status = rootfs / "var/lib/dpkg/status"
+    stanzas = status.read_text(encoding="utf-8").split("\n\n")
+    edited = [
+        stanza.replace("\nStatus: install ok installed\n", "\nStatus: hold ok installed\n")
+        if stanza.startswith(f"Package: {first.name}\n") else stanza
+        for stanza in stanzas
+    ]
+    assert edited != stanzas
+    status.write_text("\n\n".join(edited), encoding="utf-8")
+    assert first.name not in {u.name for u in oracle.pending_upgrades()}
+
+
+def test_oracle_result_key_covers_inputs(images: Images, tmp_path: Path) -> None:
+    rootfs = images.fresh_rootfs("debian-bookworm", tmp_path / "rootfs")
+    oracle = AptOracle(rootfs)
+    keys = [oracle._result_key(False), oracle._result_key(True)]
+    status = rootfs / "var/lib/dpkg/status"
+    status.write_bytes(status.read_bytes() + b"\n")
+    keys.append(oracle._result_key(False))
+    (rootfs / "etc/apt/apt.conf.d/99suture-test").write_text('APT::Get::Show-Versions "1";\n')
+    keys.append(oracle._result_key(False))
+    assert None not in keys
+    assert len(set(keys)) == len(keys)
