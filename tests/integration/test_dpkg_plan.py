@@ -20,7 +20,7 @@ import pytest
 
 from suture.ecosystems.base import PackageStatus, Plan, PlanOptions
 from suture.ecosystems.dpkg.database import read_database
-from suture.ecosystems.dpkg.ecosystem import DpkgEcosystem
+from suture.ecosystems.dpkg.ecosystem import DpkgEcosystem, default_cache_dir
 from suture.ecosystems.dpkg.fetch import fetch_packages, new_client
 from suture.ecosystems.dpkg.index import PackagesIndex
 from suture.ecosystems.dpkg.release import (
@@ -54,7 +54,9 @@ def _plan(rootfs: Path, cache: Path, **options: Any) -> Plan:
 )
 def test_update_all_matches_apt(images: Any, tmp_path: Path, image: str) -> None:
     rootfs = images.fresh_rootfs(image, tmp_path / "rootfs")
-    plan = _plan(rootfs, tmp_path / "cache")
+    # suture's default cache, as a user's repeated runs have it; indexes are found there by
+    # their signed hash. The tests below fetch into empty caches.
+    plan = _plan(rootfs, default_cache_dir())
     architecture = read_database(DirectoryFileSystem(rootfs)).native_architecture
     expected = {u.name: u.candidate for u in AptOracle(rootfs, architecture).pending_upgrades()}
     planned = {p.name: p.target for p in plan.updates}
@@ -132,7 +134,7 @@ def test_tampered_index_is_rejected(empty_fs: Any, tmp_path: Path) -> None:
 
 
 def test_tampered_package_leaves_cache_empty(images: Any, tmp_path: Path) -> None:
-    plan = _plan(images.rootfs("debian-bookworm"), tmp_path / "cache")
+    plan = _plan(images.rootfs("debian-bookworm"), default_cache_dir())
     if not plan.downloads:
         pytest.skip("the debian-bookworm fixture has no pending updates on this mirror")
     key, package = sorted(plan.downloads.items(), key=lambda item: item[1].size)[0]
@@ -146,7 +148,7 @@ def test_tampered_package_leaves_cache_empty(images: Any, tmp_path: Path) -> Non
 
 
 def test_fetch_packages_verifies_and_counts(images: Any, tmp_path: Path) -> None:
-    plan = _plan(images.rootfs("debian-bookworm"), tmp_path / "cache")
+    plan = _plan(images.rootfs("debian-bookworm"), default_cache_dir())
     if not plan.downloads:
         pytest.skip("the debian-bookworm fixture has no pending updates on this mirror")
     smallest = sorted(plan.downloads.items(), key=lambda item: item[1].size)[:3]

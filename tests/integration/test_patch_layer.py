@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -35,9 +36,24 @@ def _read(layout: Path, tag: str = "latest") -> Image:
     return artifact
 
 
+@dataclass(frozen=True)
+class Original:
+    """The `debian-bookworm` fixture and its merged view, built once for the module."""
+
+    image: Image
+    view: MergedFileSystem
+
+
+@pytest.fixture(scope="module")
+def bookworm(images: Images) -> Original:
+    image = _read(images.layout("debian-bookworm"))
+    return Original(image, MergedFileSystem.from_image(image))
+
+
 def _patch(image: Image, work: Path, files: dict[str, bytes],
-           whiteouts: tuple[str, ...] = ()) -> Image:
-    view = MergedFileSystem.from_image(image)
+           whiteouts: tuple[str, ...] = (), view: MergedFileSystem | None = None) -> Image:
+    if view is None:
+        view = MergedFileSystem.from_image(image)
     staging = Staging(work / "staging")
     seed_staging(image, staging)
     for path, data in files.items():
@@ -48,14 +64,13 @@ def _patch(image: Image, work: Path, files: dict[str, bytes],
     return append_patch_layer(image, layer, packages=[f"test {len(files)} -> {len(files) + 1}"])
 
 
-def test_patch_layer_applies_with_umoci(images: Images, tmp_path: Path) -> None:
-    original = _read(images.layout("debian-bookworm"))
-    view = MergedFileSystem.from_image(original)
+def test_patch_layer_applies_with_umoci(bookworm: Original, tmp_path: Path) -> None:
+    original, view = bookworm.image, bookworm.view
     motd = view.lstat("/etc/motd")
     assert motd is not None, "fixture image is expected to ship /etc/motd"
 
     patched = _patch(original, tmp_path, {"/usr/share/doc/suture-test/note": b"patched\n"},
-                     whiteouts=("/etc/motd",))
+                     whiteouts=("/etc/motd",), view=view)
     write_layout(tmp_path / "out", patched, "patched")
     root = unpack_layout(tmp_path / "out", "patched", tmp_path / "rootfs")
 
@@ -71,10 +86,10 @@ def test_patch_layer_applies_with_umoci(images: Images, tmp_path: Path) -> None:
     assert (root / "etc/os-release").exists()
 
 
-def test_repatch_real_image_keeps_one_layer(images: Images, tmp_path: Path) -> None:
-    original = _read(images.layout("debian-bookworm"))
+def test_repatch_real_image_keeps_one_layer(bookworm: Original, tmp_path: Path) -> None:
+    original = bookworm.image
 
-    once = _patch(original, tmp_path / "a", {"/opt/one": b"1"})
+    once = _patch(original, tmp_path / "a", {"/opt/one": b"1"}, view=bookworm.view)
     write_layout(tmp_path / "once", once, "latest")
     reread = _read(tmp_path / "once")
     twice = _patch(reread, tmp_path / "b", {"/opt/two": b"2"})
@@ -88,25 +103,25 @@ def test_repatch_real_image_keeps_one_layer(images: Images, tmp_path: Path) -> N
     assert (root / "opt/one").read_bytes() == b"1"
     assert (root / "opt/two").read_bytes() == b"2"
 
-    single = _patch(original, tmp_path / "c", {"/opt/one": b"1", "/opt/two": b"2"})
+    single = _patch(original, tmp_path / "c", {"/opt/one": b"1", "/opt/two": b"2"},
+                    view=bookworm.view)
     assert twice.config.diff_ids[-1] == single.config.diff_ids[-1]
 
 
-def test_same_inputs_same_manifest_digest(images: Images, tmp_path: Path,
+def test_same_inputs_same_manifest_digest(images: Images, bookworm: Original, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", str(EPOCH))
-    original = _read(images.layout("debian-bookworm"))
-    first = _patch(original, tmp_path / "a", {"/etc/suture": b"x"})
-    second = _patch(original, tmp_path / "b", {"/etc/suture": b"x"})
+    # The second patch reads the layout again and builds its own view.
+    first = _patch(bookworm.image, tmp_path / "a", {"/etc/suture": b"x"}, view=bookworm.view)
+    second = _patch(_read(images.layout("debian-bookworm")), tmp_path / "b", {"/etc/suture": b"x"})
     assert first.digest == second.digest
 
 
-def test_docker_runs_patched_image(images: Images, docker_daemon: DockerDaemon,
+def test_docker_runs_patched_image(bookworm: Original, docker_daemon: DockerDaemon,
                                    tmp_path: Path) -> None:
-    original = _read(images.layout("debian-bookworm"))
+    original, view = bookworm.image, bookworm.view
     source = tmp_path / "payload"
     source.write_bytes(b"linked\n")
-    view = MergedFileSystem.from_image(original)
     staging = Staging(tmp_path / "staging")
     staging.add_file("/usr/share/doc/suture-test/b-file", source=source, mtime=EPOCH)
     staging.add_hardlink("/usr/share/doc/suture-test/a-link", "/usr/share/doc/suture-test/b-file")

@@ -6,9 +6,11 @@ signed `Packages` index; a mismatch leaves nothing in the cache.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
+import ssl
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -47,7 +49,19 @@ class FetchResult:
 
 def new_client(timeout: httpx.Timeout = DEFAULT_TIMEOUT) -> httpx.Client:
     """Return an HTTP client with TLS verification on and redirects followed."""
-    return httpx.Client(timeout=timeout, follow_redirects=True, verify=True)
+    context = _tls_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+    return httpx.Client(timeout=timeout, follow_redirects=True, verify=context)
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """Build httpx's default verifying TLS context once per CA setting.
+
+    Loading the CA bundle costs tens of milliseconds and a patch opens several clients.
+    httpx picks the CA bundle from SSL_CERT_FILE, SSL_CERT_DIR or certifi, so those
+    variables are the cache key.
+    """
+    return httpx.create_ssl_context(verify=True)
 
 
 def download(
