@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -41,6 +42,8 @@ def _integration_enabled(config: pytest.Config) -> bool:
 
 
 _SCRATCH_MOUNT = pytest.StashKey[Path]()
+_SCRATCH_PREFIX = "suture-pytest-"
+_OWNER_FILE = "owner.pid"
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -49,20 +52,58 @@ def pytest_configure(config: pytest.Config) -> None:
     if (hasattr(config, "workerinput") or config.option.basetemp or os.geteuid() != 0
             or not _integration_enabled(config) or os.environ.get("SUTURE_TEST_KEEP_TMP") == "1"):
         return
-    scratch = Path(tempfile.mkdtemp(prefix="suture-pytest-"))
+    _remove_stale_scratch()
+    scratch = Path(tempfile.mkdtemp(prefix=_SCRATCH_PREFIX))
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", str(scratch)],
                              capture_output=True, text=True, check=False)
     if mounted.returncode != 0:
         scratch.rmdir()
         return
+    (scratch / _OWNER_FILE).write_text(str(os.getpid()))
     config.option.basetemp = str(scratch / "basetemp")
     config.stash[_SCRATCH_MOUNT] = scratch
+    # SIGTERM (as from `timeout`) would end the process without pytest_unconfigure; as an
+    # interrupt it lets pytest finish the session and unmount.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
     # suture's staging files and the temporary files of skopeo, umoci and apt go there too.
     # Mode 1777 as /tmp has, because apt's download and gpgv methods run as the _apt user.
     (scratch / "tmp").mkdir()
     (scratch / "tmp").chmod(0o1777)
     os.environ["TMPDIR"] = str(scratch / "tmp")
     tempfile.tempdir = None
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _remove_stale_scratch() -> None:
+    """Unmount the scratch tmpfs of earlier sessions whose process no longer runs (killed)."""
+    with open("/proc/self/mounts", encoding="utf-8") as handle:
+        points = [Path(line.split()[1]) for line in handle]
+    prefix = str(Path(tempfile.gettempdir()) / _SCRATCH_PREFIX)
+    for point in points:
+        if not str(point).startswith(prefix):
+            continue
+        try:
+            if _process_running(int((point / _OWNER_FILE).read_text())):
+                continue
+        except (OSError, ValueError):
+            continue
+        subprocess.run(["umount", "--lazy", str(point)], capture_output=True, check=False)
+        with contextlib.suppress(OSError):
+            point.rmdir()
+
+
+def _process_running(pid: int) -> bool:
+    """Return whether `pid` runs. A killed process that is not reaped yet (a zombie) does not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    # The state letter follows the command name, which is in parentheses and may hold spaces.
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

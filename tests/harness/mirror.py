@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import os
 import re
+import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,18 +89,23 @@ def http_get(url: str, timeout: float = HTTP_TIMEOUT) -> bytes:
 def http_download(url: str, dest: Path, sha256: str | None = None) -> Path:
     """Stream `url` to `dest`, checking the SHA-256 digest when one is given."""
     digest = hashlib.sha256()
-    tmp = dest.with_name(dest.name + ".part")
+    # A name of its own, so that processes downloading the same file never share a partial one.
+    descriptor, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(name)
     try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response, tmp.open("wb") as out:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response, \
+                os.fdopen(descriptor, "wb") as out:
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
+        if sha256 is not None and digest.hexdigest() != sha256:
+            raise RuntimeError(
+                f"{url}: sha256 {digest.hexdigest()} does not match index {sha256}")
+        tmp.rename(dest)
     except OSError as error:
         raise RuntimeError(f"failed to download {url}: {error}") from error
-    if sha256 is not None and digest.hexdigest() != sha256:
-        tmp.unlink()
-        raise RuntimeError(f"{url}: sha256 {digest.hexdigest()} does not match index {sha256}")
-    tmp.rename(dest)
+    finally:
+        tmp.unlink(missing_ok=True)
     return dest
 
 

@@ -8,11 +8,13 @@ the host's apt and dpkg read the image's database and sources through `-o Dir=`
 and `--root`.
 
 The results of `pending_upgrades` are stored under the fixture cache, keyed by
-a hash of every input apt reads to compute them: the dpkg database, the apt
-configuration and keyrings of the image, the apt that runs, and the InRelease
-file of every suite the image's sources name, as the mirror serves it now. An
-image with the same content, checked against the same mirror state, gets the
-result apt returned before. Any change to those inputs runs apt again.
+a hash of every input apt reads to compute them. These are the dpkg database,
+the apt configuration and keyrings that apply, the apt that runs, and the
+InRelease file of every suite the image's sources name, as the mirror serves it
+now. For a foreign architecture the host's resolved apt configuration and
+keyrings count too. An image with the same content, checked against the same
+mirror state, gets the result apt returned before. Any change to those inputs
+runs apt again.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ _DEVICES = {
 _FOREIGN_ARCH_SECTION = "unknown foreign architecture"
 # Bump when the way results are computed or parsed changes, so older results are not reused.
 RESULTS_VERSION = "1"
+# The words apt's configuration parser reads as false, as in `Enabled: no` of a deb822 source.
+_APT_FALSE = frozenset({"no", "false", "without", "off", "disable", "0"})
 # Files of an image that apt reads when it simulates an upgrade, besides its lists.
 _APT_INPUTS = ("etc/apt", "usr/share/keyrings", "var/lib/dpkg/status", "var/lib/dpkg/status.d",
                "var/lib/dpkg/arch")
@@ -199,32 +203,28 @@ class AptOracle:
         if not releases:
             return None
         digest = hashlib.sha256()
-        # The image's own apt runs in a chroot, and its version is in the hashed status file.
-        apt = "image" if self.native else _host_apt_version()
-        for part in (RESULTS_VERSION, self.architecture, str(self.native), str(dist_upgrade), apt,
+        for part in (RESULTS_VERSION, self.architecture, str(self.native), str(dist_upgrade),
                      *releases):
             digest.update(part.encode() + b"\0")
-        for top in _APT_INPUTS:
-            path = self.rootfs / top
-            files = sorted(path.rglob("*")) if path.is_dir() else [path]
-            for item in files:
-                digest.update(str(item.relative_to(self.rootfs)).encode() + b"\0")
-                if item.is_symlink():
-                    digest.update(b"-> " + os.readlink(item).encode())
-                elif item.is_file():
-                    digest.update(item.read_bytes())
-                digest.update(b"\0")
+        _hash_files(digest, self.rootfs, _APT_INPUTS)
+        if not self.native:
+            # The host's apt runs here: its version, the configuration it resolves (the host's
+            # apt.conf.d and APT_CONFIG included) and the host keyrings Signed-By names.
+            digest.update(_host_apt_version().encode() + b"\0")
+            config = self._run_apt(["apt-config", "dump"]).replace(str(self.rootfs), "<root>")
+            digest.update(config.encode() + b"\0")
+            _hash_files(digest, Path("/"), ("usr/share/keyrings",))
         return digest.hexdigest()
 
     def _source_release_digests(self) -> list[str]:
         """Return the SHA-256 of each InRelease the image's sources name, fetched now, sorted."""
         digests = []
-        for url in _release_urls(self.rootfs / "etc/apt"):
-            try:
+        try:
+            for url in _release_urls(self.rootfs / "etc/apt"):
                 digests.append(_inrelease_digest(url))
-            except RuntimeError as error:
-                logger.info("not reusing stored apt results: %s", error)
-                return []
+        except (RuntimeError, UnicodeDecodeError) as error:
+            logger.info("not reusing stored apt results for %s: %s", self.rootfs, error)
+            return []
         return sorted(digests)
 
     @contextlib.contextmanager
@@ -361,6 +361,20 @@ class AptOracle:
         return result
 
 
+def _hash_files(digest: hashlib._Hash, root: Path, tops: tuple[str, ...]) -> None:
+    """Feed the names, link targets and contents of the files under `root/top` to `digest`."""
+    for top in tops:
+        path = root / top
+        files = sorted(path.rglob("*")) if path.is_dir() else [path]
+        for item in files:
+            digest.update(str(item.relative_to(root)).encode() + b"\0")
+            if item.is_symlink():
+                digest.update(b"-> " + os.readlink(item).encode())
+            elif item.is_file():
+                digest.update(item.read_bytes())
+            digest.update(b"\0")
+
+
 @functools.cache
 def _host_apt_version() -> str:
     return subprocess.run(["apt-get", "--version"], capture_output=True, text=True,
@@ -390,7 +404,7 @@ def _release_urls(apt_dir: Path) -> list[str]:
             for stanza in Deb822.iter_paragraphs(handle, use_apt_pkg=False):
                 if "deb" not in stanza.get("Types", "").split():
                     continue
-                if stanza.get("Enabled", "yes").strip().lower() == "no":
+                if stanza.get("Enabled", "yes").strip().lower() in _APT_FALSE:
                     continue
                 entries += [(uri, suite) for uri in stanza.get("URIs", "").split()
                             for suite in stanza.get("Suites", "").split()]

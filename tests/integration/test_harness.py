@@ -468,3 +468,26 @@ def test_oracle_result_key_covers_inputs(images: Images, tmp_path: Path) -> None
     keys.append(oracle._result_key(False))
     assert None not in keys
     assert len(set(keys)) == len(keys)
+
+
+def test_release_urls_reads_sources_like_apt(tmp_path: Path) -> None:
+    from tests.harness.oracle import _release_urls
+
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "a.sources").write_text(
+        "Types: deb deb-src\nURIs: http://one.example/debian/\nSuites: s1 s1-updates\n"
+        "Components: main\n\n"
+        "Types: deb\nURIs: http://off.example/\nSuites: x\nEnabled: false\n\n"
+        "Types: deb\nURIs: http://zero.example/\nSuites: x\nEnabled: 0\n\n"
+        "Types: deb-src\nURIs: http://src.example/\nSuites: x\n")
+    (tmp_path / "sources.list").write_text(
+        "# comment\n"
+        "deb [arch=amd64 signed-by=/k.gpg] http://two.example/debian s2 main # trailing\n"
+        "deb-src http://src.example/ y main\n"
+        "deb http://flat.example/repo ./\n")
+    assert _release_urls(tmp_path) == [
+        "http://flat.example/repo/./InRelease",
+        "http://one.example/debian/dists/s1-updates/InRelease",
+        "http://one.example/debian/dists/s1/InRelease",
+        "http://two.example/debian/dists/s2/InRelease",
+    ]

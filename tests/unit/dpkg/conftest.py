@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -9,7 +10,11 @@ import pytest
 
 from suture.image.fsview import FileEntry, FileType
 
-PKGDB_FIXTURES = Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "real" / "pkgdb"
+# The real package databases sit beside the repository, or where SUTURE_REAL_FIXTURES points.
+PKGDB_FIXTURES = Path(
+    os.environ.get("SUTURE_REAL_FIXTURES",
+                   Path(__file__).resolve().parents[4] / "shared" / "fixtures" / "real")
+) / "pkgdb"
 
 
 class MemoryFileSystem:
