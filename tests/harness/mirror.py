@@ -91,10 +91,11 @@ def http_download(url: str, dest: Path, sha256: str | None = None) -> Path:
     digest = hashlib.sha256()
     # A name of its own, so that processes downloading the same file never share a partial one.
     descriptor, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    os.fchmod(descriptor, 0o644)
     tmp = Path(name)
     try:
-        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response, \
-                os.fdopen(descriptor, "wb") as out:
+        with os.fdopen(descriptor, "wb") as out, \
+                urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as response:
             while chunk := response.read(1 << 20):
                 digest.update(chunk)
                 out.write(chunk)
