@@ -25,6 +25,7 @@ import pytest
 
 from tests.harness.docker import DockerDaemon, DockerUnavailable, start_dockerd, stop_dockerd
 from tests.harness.images import ImageCache
+from tests.harness.oracle import mounted_paths
 from tests.harness.registry import Registry, start_registry, stop_registry
 
 
@@ -62,8 +63,8 @@ def pytest_configure(config: pytest.Config) -> None:
     (scratch / _OWNER_FILE).write_text(str(os.getpid()))
     config.option.basetemp = str(scratch / "basetemp")
     config.stash[_SCRATCH_MOUNT] = scratch
-    # SIGTERM (as from `timeout`) would end the process without pytest_unconfigure; as an
-    # interrupt it lets pytest finish the session and unmount.
+    # SIGTERM, as sent by `timeout`, would end the process without pytest_unconfigure.
+    # Raised as an interrupt, it lets pytest finish the session and unmount.
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _interrupt)
     # suture's staging files and the temporary files of skopeo, umoci and apt go there too.
@@ -80,20 +81,21 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _remove_stale_scratch() -> None:
     """Unmount the scratch tmpfs of earlier sessions whose process no longer runs (killed)."""
-    with open("/proc/self/mounts", encoding="utf-8") as handle:
-        points = [Path(line.split()[1]) for line in handle]
     prefix = str(Path(tempfile.gettempdir()) / _SCRATCH_PREFIX)
-    for point in points:
-        if not str(point).startswith(prefix):
-            continue
+    for point in sorted(Path(p) for p in mounted_paths() if p.startswith(prefix)):
         try:
             if _process_running(int((point / _OWNER_FILE).read_text())):
                 continue
         except (OSError, ValueError):
             continue
-        subprocess.run(["umount", "--lazy", str(point)], capture_output=True, check=False)
-        with contextlib.suppress(OSError):
-            point.rmdir()
+        _unmount_scratch(point)
+
+
+def _unmount_scratch(scratch: Path) -> None:
+    # Lazily, so that a mount a failed test left inside cannot keep the tmpfs busy.
+    subprocess.run(["umount", "--lazy", str(scratch)], capture_output=True, check=False)
+    with contextlib.suppress(OSError):
+        scratch.rmdir()
 
 
 def _process_running(pid: int) -> bool:
@@ -110,10 +112,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     scratch = config.stash.get(_SCRATCH_MOUNT, None)
     if scratch is None:
         return
-    # Lazily, so that a mount a failed test left inside cannot keep the tmpfs busy.
-    subprocess.run(["umount", "--lazy", str(scratch)], capture_output=True, check=False)
-    with contextlib.suppress(OSError):
-        scratch.rmdir()
+    _unmount_scratch(scratch)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

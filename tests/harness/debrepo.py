@@ -20,6 +20,7 @@ from pathlib import Path
 
 from debian.deb822 import Packages
 
+from tests.harness.digests import sha256_file
 from tests.harness.mirror import (
     HOST_KEYRING,
     archive_url_for_suite,
@@ -164,7 +165,7 @@ def download_debs(
         target = dest / Path(stanza["Filename"]).name
         if not target.exists():
             cached = deb_cache / f"{stanza['SHA256']}.deb"
-            if cached.exists() and _sha256_file(cached) != stanza["SHA256"]:
+            if cached.exists() and sha256_file(cached) != stanza["SHA256"]:
                 logger.warning("removing %s: its content does not match its name", cached)
                 cached.unlink(missing_ok=True)
             if not cached.exists():
@@ -172,14 +173,6 @@ def download_debs(
             shutil.copyfile(cached, target)
         result[name] = (target, stanza)
     return result
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # Index-only fields that dpkg does not keep in its status database.

@@ -32,7 +32,7 @@ from tests.harness import debrepo, ocilayout
 from tests.harness.mirror import debian_mirror_url, release_date, security_mirror_url
 from tests.harness.ocilayout import ImageSpec, Layer, LayoutWriter
 from tests.harness.paths import cache_root
-from tests.harness.unpack import unpack_layout
+from tests.harness.unpack import clear_destination, unpack_layout
 
 logger = logging.getLogger(__name__)
 
@@ -253,10 +253,7 @@ class ImageCache:
         tree = self.derived(
             f"rootfs-{name}", lambda out: unpack_layout(self.layout(name), "latest", out / "rootfs")
         ) / "rootfs"
-        if dest.exists():
-            if any(dest.iterdir()):
-                raise FileExistsError(f"{dest} is not empty; unpack into a new directory")
-            dest.rmdir()
+        clear_destination(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["cp", "-a", "--reflink=auto", str(tree), str(dest)], check=True)
         return dest

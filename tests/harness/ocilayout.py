@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tests.harness.digests import sha256_file
+
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -156,14 +158,6 @@ def _tar_layer(layer: Layer, out: Path, epoch: int) -> None:
                 archive.addfile(info)
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return "sha256:" + digest.hexdigest()
-
-
 class LayoutWriter:
     """Collects blobs in `<dest>/blobs/sha256` and writes `index.json` last."""
 
@@ -185,7 +179,7 @@ class LayoutWriter:
         return self.add_bytes(data, media_type)
 
     def add_file(self, path: Path, media_type: str) -> Descriptor:
-        digest = _sha256_file(path)
+        digest = "sha256:" + sha256_file(path)
         target = self.blobs / digest.split(":", 1)[1]
         size = path.stat().st_size
         if not target.exists():
@@ -197,7 +191,7 @@ class LayoutWriter:
         with tempfile.TemporaryDirectory(dir=self.dest) as work:
             tar_path = Path(work) / "layer.tar"
             _tar_layer(layer, tar_path, epoch)
-            diff_id = _sha256_file(tar_path)
+            diff_id = "sha256:" + sha256_file(tar_path)
             gz_path = Path(work) / "layer.tar.gz"
             with (
                 tar_path.open("rb") as raw,

@@ -101,7 +101,8 @@ def host_architecture() -> str:
     ).stdout.strip()
 
 
-def _mounted_paths() -> set[str]:
+def mounted_paths() -> set[str]:
+    """Return the mount points listed in /proc/self/mounts."""
     with open("/proc/self/mounts", encoding="utf-8") as handle:
         return {line.split()[1] for line in handle}
 
@@ -150,7 +151,8 @@ class AptOracle:
         the downloaded indexes stay in the image's /var/lib/apt/lists, so apt can
         run there afterwards.
         """
-        key = self._result_key(dist_upgrade) if reuse and not keep_lists else None
+        releases = self._source_release_digests() if reuse and not keep_lists else []
+        key = self._result_key(dist_upgrade, releases) if releases else None
         stored = self.results_cache / f"{key}.json" if key is not None else None
         if stored is not None and stored.is_file():
             try:
@@ -170,7 +172,7 @@ class AptOracle:
                 name, old, new, origins, arch = match.groups()
                 upgrades.append(Upgrade(name, old, new, origins.strip(), arch))
         # Store the result only if apt saw the release files the key was made from.
-        if stored is not None and used == self._source_release_digests():
+        if stored is not None and used == releases:
             self.results_cache.mkdir(parents=True, exist_ok=True)
             partial = stored.with_name(f".{stored.name}.{os.getpid()}")
             partial.write_text(json.dumps([asdict(u) for u in upgrades]), encoding="utf-8")
@@ -197,19 +199,16 @@ class AptOracle:
 
     # Helpers.
 
-    def _result_key(self, dist_upgrade: bool) -> str | None:
-        """Hash every input of a simulated upgrade; None when the sources cannot be resolved."""
-        releases = self._source_release_digests()
-        if not releases:
-            return None
+    def _result_key(self, dist_upgrade: bool, releases: list[str]) -> str:
+        """Hash every input of a simulated upgrade, given the digests of its release files."""
         digest = hashlib.sha256()
         for part in (RESULTS_VERSION, self.architecture, str(self.native), str(dist_upgrade),
                      *releases):
             digest.update(part.encode() + b"\0")
         _hash_files(digest, self.rootfs, _APT_INPUTS)
         if not self.native:
-            # The host's apt runs here: its version, the configuration it resolves (the host's
-            # apt.conf.d and APT_CONFIG included) and the host keyrings Signed-By names.
+            # The host's apt runs here, so its version, its resolved configuration (with the
+            # host's apt.conf.d and APT_CONFIG) and the host keyrings Signed-By names count too.
             digest.update(_host_apt_version().encode() + b"\0")
             config = self._run_apt(["apt-config", "dump"]).replace(str(self.rootfs), "<root>")
             digest.update(config.encode() + b"\0")
@@ -479,7 +478,7 @@ def chroot_mounts(root: Path) -> Iterator[None]:
             result = subprocess.run(["umount", str(path)], capture_output=True, check=False)
             if result.returncode != 0:
                 subprocess.run(["umount", "-l", str(path)], check=False)
-        leftover = {str(p) for p in mounted} & _mounted_paths()
+        leftover = {str(p) for p in mounted} & mounted_paths()
         if resolv.exists() or resolv.is_symlink():
             resolv.unlink()
         if saved_resolv is not None:

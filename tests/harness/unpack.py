@@ -14,10 +14,7 @@ def unpack_layout(layout: Path, tag: str, dest: Path) -> Path:
     Runs `umoci raw unpack`, with `--rootless` when not root, so whiteouts and
     opaque directories are applied by umoci rather than by the code under test.
     """
-    if dest.exists() and any(dest.iterdir()):
-        raise FileExistsError(f"{dest} is not empty; unpack into a new directory")
-    if dest.exists():
-        dest.rmdir()
+    clear_destination(dest)
     command = ["umoci", "raw", "unpack"]
     if os.geteuid() != 0:
         command.append("--rootless")
@@ -27,3 +24,11 @@ def unpack_layout(layout: Path, tag: str, dest: Path) -> Path:
         shutil.rmtree(dest, ignore_errors=True)
         raise RuntimeError(f"umoci could not unpack {layout}:{tag}: {result.stderr.strip()}")
     return dest
+
+
+def clear_destination(dest: Path) -> None:
+    """Remove `dest` if it is an empty directory; raise FileExistsError if it has entries."""
+    if dest.exists() and any(dest.iterdir()):
+        raise FileExistsError(f"{dest} is not empty; unpack into a new directory")
+    if dest.exists():
+        dest.rmdir()

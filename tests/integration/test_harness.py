@@ -442,8 +442,8 @@ def test_oracle_reuses_result_only_for_same_inputs(images: Images, tmp_path: Pat
     assert from_apt, "the fixture should have pending upgrades"
     assert oracle.pending_upgrades() == from_apt
 
-    # Put the first upgradable package on hold (`apt-mark hold` writes the same status): the
-    # stored result no longer applies, so apt must run again and keep that package back.
+    # Holding the first upgradable package (`apt-mark hold` writes the same status) makes the
+    # stored result stale, so apt must run again and keep that package back.
     first = from_apt[0]
     status = rootfs / "var/lib/dpkg/status"
     stanzas = status.read_text(encoding="utf-8").split("\n\n")
@@ -460,13 +460,15 @@ def test_oracle_reuses_result_only_for_same_inputs(images: Images, tmp_path: Pat
 def test_oracle_result_key_covers_inputs(images: Images, tmp_path: Path) -> None:
     rootfs = images.fresh_rootfs("debian-bookworm", tmp_path / "rootfs")
     oracle = AptOracle(rootfs)
-    keys = [oracle._result_key(False), oracle._result_key(True)]
+    releases = oracle._source_release_digests()
+    assert releases, "the fixture's sources should name release files the mirror serves"
+    keys = [oracle._result_key(False, releases), oracle._result_key(True, releases)]
     status = rootfs / "var/lib/dpkg/status"
     status.write_bytes(status.read_bytes() + b"\n")
-    keys.append(oracle._result_key(False))
+    keys.append(oracle._result_key(False, releases))
     (rootfs / "etc/apt/apt.conf.d/99suture-test").write_text('APT::Get::Show-Versions "1";\n')
-    keys.append(oracle._result_key(False))
-    assert None not in keys
+    keys.append(oracle._result_key(False, releases))
+    keys.append(oracle._result_key(False, [*releases, "0" * 64]))
     assert len(set(keys)) == len(keys)
 
 
