@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Time the test suite twice: first with empty caches, as on a fresh machine, then again with the
 # caches the first run filled. Run as root from the repository root after `bash .ci/run` has
-# installed the system packages and .venv. Prints one line per run; pytest's output goes to
+# installed the system packages and .venv. Prints one line per run. pytest's output goes to
 # bench/suite-cache-{cold,warm}.log.
 #
 #   bash bench/suite-cache.sh [WORKERS]

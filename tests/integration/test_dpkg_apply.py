@@ -86,7 +86,7 @@ def trixie(images: Images, tmp_path_factory: pytest.TempPathFactory) -> Upgraded
 def _upgrade_both_ways(
     images: Images, name: str, work: Path, *, require_upgrades: bool = True
 ) -> Upgraded:
-    # The session's shared copy: nothing below writes to it.
+    # The session's shared copy, which nothing below writes to.
     base = images.rootfs(name)
     upgrades = tuple(AptOracle(base).pending_upgrades())
     if not upgrades and not require_upgrades:
@@ -128,7 +128,7 @@ def _apt_reference(base: Path, out: Path) -> None:
         shutil.copy2(deb_path, debs_dir)
     _chroot(root, "apt-get", "-y", "-q", "-o", "Dpkg::Options::=--force-confold", "upgrade")
     # The indexes and downloads are apt's working state, not part of the upgraded image.
-    # Only files go: the directories belong to the apt package and are compared with ours.
+    # Only files go, because the directories belong to the apt package and are compared.
     for state in ("var/lib/apt/lists", "var/cache/apt/archives"):
         for item in (root / state).iterdir():
             if item.is_file() and item.name != "lock":
@@ -181,8 +181,8 @@ def _stanzas(root: Path) -> dict[str, str]:
     return result
 
 
-# apt itself hands its download directories to the _apt user while fetching the indexes and
-# packages for the reference upgrade; no package payload is involved.
+# apt itself hands its download directories to the _apt user while it fetches the indexes and
+# packages for the reference upgrade. No package payload is involved.
 _APT_RUNTIME_PATHS = frozenset({"/var/cache/apt/archives/partial", "/var/lib/apt/lists/partial"})
 
 

@@ -54,8 +54,8 @@ def _plan(rootfs: Path, cache: Path, **options: Any) -> Plan:
 )
 def test_update_all_matches_apt(images: Any, tmp_path: Path, image: str) -> None:
     rootfs = images.fresh_rootfs(image, tmp_path / "rootfs")
-    # suture's default cache, as a user's repeated runs have it; indexes are found there by
-    # their signed hash. The tests below fetch into empty caches.
+    # Plan from suture's default cache, as a user's repeated runs do, where indexes are found
+    # by their signed hash. The tests below fetch into empty caches.
     plan = _plan(rootfs, default_cache_dir())
     architecture = read_database(DirectoryFileSystem(rootfs)).native_architecture
     expected = {u.name: u.candidate for u in AptOracle(rootfs, architecture).pending_upgrades()}

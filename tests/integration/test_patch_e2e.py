@@ -160,7 +160,7 @@ def trivy_report(rootfs: Path, upgrades: list[Upgrade], work: Path) -> dict[str,
 
 @dataclass(frozen=True)
 class Patched:
-    """`debian-bookworm` patched once with update-all; tests copy `layout` before changing it."""
+    """`debian-bookworm` patched once with update-all. Tests copy `layout` before changing it."""
 
     layout: Path
     result: Result

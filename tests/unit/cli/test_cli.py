@@ -302,7 +302,7 @@ def test_ctrl_c_exits_130_without_timeout_errors(
         raise AssertionError("Ctrl-C never arrived")
 
     monkeypatch.setattr(pipeline, "run_patch", slow_patch)
-    # A pytest-xdist worker ignores SIGINT; a command line process has Python's default handler.
+    # A pytest-xdist worker ignores SIGINT, but a command-line process has Python's default one.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()

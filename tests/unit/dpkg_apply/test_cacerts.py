@@ -22,8 +22,8 @@ def _host_certificates() -> list[Path]:
 @pytest.mark.skipif(shutil.which("openssl") is None or not _host_certificates(),
                     reason="needs openssl and the host's ca-certificates")
 def test_subject_hash_matches_openssl() -> None:
-    # One openssl process per certificate takes seconds, so a spread sample runs openssl;
-    # the rehash links below cover every certificate.
+    # One openssl process per certificate takes seconds, so openssl runs on a spread sample.
+    # The rehash links in the next test cover every certificate.
     certificates = _host_certificates()
     mismatched = []
     for path in certificates[:: max(1, len(certificates) // 12)]:
@@ -39,7 +39,7 @@ def test_subject_hash_matches_openssl() -> None:
                     reason="needs the host's ca-certificates and the links openssl rehash made")
 def test_subject_hash_matches_openssl_rehash_links() -> None:
     # update-ca-certificates runs `openssl rehash`, which names a link `HASH.N` after each
-    # certificate's subject hash; every host certificate must get the name openssl gave it.
+    # certificate's subject hash. Every host certificate must get the name openssl gave it.
     linked: dict[str, set[str]] = {}
     for link in LINK_DIR.iterdir():
         if link.is_symlink() and link.suffix[1:].isdigit():

@@ -16,7 +16,7 @@ from suture.reports import read_report
 OS_TYPES = {"debian", "ubuntu", "alpine", "amazon", "redhat", "rocky", "cbl-mariner", "centos"}
 
 TRIVY_REPORTS = real_files("trivy")
-# Copa's Trivy-shaped test inputs; the two with only language results are error cases. Like
+# Copa's Trivy-shaped test inputs. The two with only language results are error cases. Like
 # real_files, the lists leave out files that are absent, so those cases skip instead of failing.
 COPA_TRIVY_SHAPED = [p for p in [REAL_FIXTURES / "copa-testdata" / "copa-pkg_types_test.json"]
                      if p.exists()]
