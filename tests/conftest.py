@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness import overlay
 from tests.harness.docker import DockerDaemon, DockerUnavailable, start_dockerd, stop_dockerd
 from tests.harness.images import ImageCache
 from tests.harness.oracle import mounted_paths
@@ -109,6 +110,8 @@ def _process_running(pid: int) -> bool:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    # Every process, xdist workers too, unmounts the overlays it made.
+    overlay.release_all()
     scratch = config.stash.get(_SCRATCH_MOUNT, None)
     if scratch is None:
         return
@@ -138,10 +141,18 @@ class Images:
         """Return the cached OCI layout of `name`; its index.json has the single ref `latest`."""
         return self.cache.layout(name)
 
-    def rootfs(self, name: str) -> Path:
-        """Return the root filesystem of `name`, unpacked once per session by umoci.
+    def layout_copy(self, name: str, dest: Path) -> Path:
+        """Give `dest` a writable copy of the cached OCI layout of `name`; return `dest`."""
+        return self.cache.layout_copy(name, dest)
 
-        The directory is shared by every test of the session: copy it with
+    def unpack_layout(self, layout: Path, tag: str, dest: Path) -> Path:
+        """Unpack `layout:tag` with umoci into `dest`, reusing an earlier unpack of its layers."""
+        return self.cache.unpack_layout(layout, tag, dest)
+
+    def rootfs(self, name: str) -> Path:
+        """Return the root filesystem of `name`, unpacked by umoci.
+
+        The directory is shared by every test of the session: get a private copy with
         `fresh_rootfs` before changing it.
         """
         if name not in self._rootfs:
@@ -149,7 +160,7 @@ class Images:
         return self._rootfs[name]
 
     def fresh_rootfs(self, name: str, dest: Path) -> Path:
-        """Unpack a private copy of the root filesystem of `name` into `dest`."""
+        """Give `dest` a private, writable copy of the root filesystem of `name`."""
         return self.cache.unpack(name, dest)
 
 

@@ -29,10 +29,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tests.harness import debrepo, ocilayout
+from tests.harness.digests import sha256_file
 from tests.harness.mirror import debian_mirror_url, release_date, security_mirror_url
 from tests.harness.ocilayout import ImageSpec, Layer, LayoutWriter
+from tests.harness.overlay import writable_copy
 from tests.harness.paths import cache_root
-from tests.harness.unpack import clear_destination, unpack_layout
+from tests.harness.unpack import unpack_layout
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +204,47 @@ def _labels(suite: str) -> dict[str, str]:
     return {"org.opencontainers.image.title": f"suture test fixture ({suite})"}
 
 
+_IMAGE_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+_REF_NAME = "org.opencontainers.image.ref.name"
+
+
+@functools.cache
+def _umoci_version() -> str:
+    return subprocess.run(["umoci", "--version"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def _layers_key(layout: Path, tag: str) -> str | None:
+    """Return a key for what `umoci raw unpack` makes of `layout:tag`, or None if unsure.
+
+    The key covers umoci's version, whether it runs rootless, and the image's layer
+    descriptors in order. None means the tag names no single image manifest, or a manifest
+    or layer blob does not match its digest, so umoci must see the image itself.
+    """
+    try:
+        index = json.loads((layout / "index.json").read_bytes())
+        entries = [entry for entry in index.get("manifests", [])
+                   if entry.get("annotations", {}).get(_REF_NAME) == tag]
+        if len(entries) != 1 or entries[0].get("mediaType") != _IMAGE_MANIFEST:
+            return None
+        algorithm, _, digest = str(entries[0]["digest"]).partition(":")
+        raw = (layout / "blobs" / algorithm / digest).read_bytes()
+        if algorithm != "sha256" or hashlib.sha256(raw).hexdigest() != digest:
+            return None
+        layers = [[layer["mediaType"], layer["digest"], layer["size"]]
+                  for layer in json.loads(raw)["layers"]]
+        for _media_type, layer_digest, size in layers:
+            algorithm, _, digest = str(layer_digest).partition(":")
+            blob_path = layout / "blobs" / algorithm / digest
+            if (algorithm != "sha256" or blob_path.stat().st_size != size
+                    or sha256_file(blob_path) != digest):
+                return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    blob = json.dumps([_umoci_version(), os.geteuid() == 0, layers]).encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
 class ImageCache:
     """Return OCI layouts of the fixture images, building missing ones on first use."""
 
@@ -244,19 +287,32 @@ class ImageCache:
         return target
 
     def unpack(self, name: str, dest: Path) -> Path:
-        """Copy the named image's root filesystem into `dest` (created); return `dest`.
+        """Give `dest` a writable copy of the named image's root filesystem; return `dest`.
 
-        umoci unpacks each image once per mirror state into the cache, and every
-        call copies that tree with `cp -a`, which keeps owners, modes, links and
-        device nodes, in about a sixth of umoci's time.
+        umoci unpacks each image once per mirror state into the cache. Every call gets a
+        `writable_copy` of that tree.
         """
-        tree = self.derived(
-            f"rootfs-{name}", lambda out: unpack_layout(self.layout(name), "latest", out / "rootfs")
-        ) / "rootfs"
-        clear_destination(dest)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["cp", "-a", "--reflink=auto", str(tree), str(dest)], check=True)
-        return dest
+        return self.unpack_layout(self.layout(name), "latest", dest)
+
+    def unpack_layout(self, layout: Path, tag: str, dest: Path) -> Path:
+        """Unpack the image `layout:tag` with umoci into `dest`, through a cache; return `dest`.
+
+        umoci's tree depends only on the image's layers, which their digests name, and on
+        umoci itself. So it is cached under those, and an image whose layers were unpacked
+        before, such as a patched image that suture writes again byte for byte, gets a
+        `writable_copy` of that tree. An index, or an image umoci cannot read, is unpacked
+        directly.
+        """
+        key = _layers_key(layout, tag)
+        if key is None:
+            return unpack_layout(layout, tag, dest)
+        tree = self.derived(f"umoci-{key}",
+                            lambda out: unpack_layout(layout, tag, out / "rootfs")) / "rootfs"
+        return writable_copy(tree, dest)
+
+    def layout_copy(self, name: str, dest: Path) -> Path:
+        """Give `dest` a writable copy of the named image's cached layout; return `dest`."""
+        return writable_copy(self.layout(name), dest)
 
     def derived(self, name: str, build: Callable[[Path], None]) -> Path:
         """Return a directory that `build` fills once per mirror state, such as an apt reference.

@@ -100,7 +100,7 @@ def _upgrade_both_ways(
     by_apt = reference / "root"
     debs = {DebFile(path).name: path for path in sorted((reference / "debs").glob("*.deb"))}
 
-    by_suture = _copy_tree(base, work / "by-suture")
+    by_suture = images.fresh_rootfs(name, work / "by-suture")
     view = _directory_view(base)
     planned = [
         (PlannedPackage(u.name, u.architecture, u.installed, "", u.candidate,

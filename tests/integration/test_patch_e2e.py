@@ -29,7 +29,6 @@ from tests.harness.debrepo import download_debs
 from tests.harness.docker import DockerDaemon
 from tests.harness.oracle import AptOracle, Upgrade
 from tests.harness.registry import Registry
-from tests.harness.unpack import unpack_layout
 from tests.unit.patch.test_vex import VALIDATOR
 
 pytestmark = pytest.mark.integration
@@ -41,11 +40,6 @@ PATCH_ANNOTATION_PREFIX = "dev.suture"
 def run(*args: str, env: dict[str, str] | None = None) -> Result:
     return CliRunner().invoke(cli, [*args, "--progress", "none"], env=env,
                               catch_exceptions=False)
-
-
-def copy_layout(images: Images, name: str, dest: Path) -> Path:
-    shutil.copytree(images.layout(name), dest)
-    return dest
 
 
 def layout_state(layout: Path) -> str:
@@ -170,7 +164,7 @@ class Patched:
 @pytest.fixture(scope="module")
 def patched_bookworm(images: Images, tmp_path_factory: pytest.TempPathFactory) -> Patched:
     work = tmp_path_factory.mktemp("patched-bookworm")
-    layout = copy_layout(images, "debian-bookworm", work / "layout")
+    layout = images.layout_copy("debian-bookworm", work / "layout")
     result = run("patch", "-i", f"oci:{layout}:latest", "--summary", str(work / "s.json"))
     assert result.exit_code == 0, result.stderr
     return Patched(layout, result, json.loads((work / "s.json").read_text()))
@@ -184,7 +178,7 @@ def test_update_all_leaves_no_pending_upgrades(
 
     layout, summary = patched_bookworm.layout, patched_bookworm.summary
     assert summary["result"]["digest"] == ref_descriptor(layout, "latest-patched")["digest"]
-    rootfs = unpack_layout(layout, "latest-patched", tmp_path / "rootfs")
+    rootfs = images.unpack_layout(layout, "latest-patched", tmp_path / "rootfs")
     oracle = AptOracle(rootfs)
     assert oracle.pending_upgrades() == []
     assert oracle.audit() == []
@@ -210,7 +204,7 @@ def test_second_run_is_up_to_date(patched_bookworm: Patched, tmp_path: Path) -> 
 def test_dry_run_writes_nothing_and_plan_matches(
     images: Images, patched_bookworm: Patched, tmp_path: Path
 ) -> None:
-    layout = copy_layout(images, "debian-bookworm", tmp_path / "layout")
+    layout = images.layout_copy("debian-bookworm", tmp_path / "layout")
     before = layout_state(layout)
 
     dry = run("plan", "-i", f"oci:{layout}:latest")
@@ -256,7 +250,7 @@ def test_push_with_trivy_report_to_auth_registry(
     pulled = tmp_path / "pulled"
     skopeo_copy(f"docker://{registry_auth.host}/suture/debian:bookworm-patched",
                 f"oci:{pulled}:latest", skopeo_auth(registry_auth, tmp_path / "certs", "src"))
-    patched = AptOracle(unpack_layout(pulled, "latest", tmp_path / "rootfs"))
+    patched = AptOracle(images.unpack_layout(pulled, "latest", tmp_path / "rootfs"))
     installed = patched.installed_versions()
     for name, fixed in reported.items():
         assert installed[name] == fixed, name
@@ -348,7 +342,7 @@ def _add_extra_platform(layout: Path) -> dict[str, Any]:
 
 
 def test_multiplatform_index_patched(images: Images, tmp_path: Path) -> None:
-    layout = copy_layout(images, "multiplatform-bookworm", tmp_path / "layout")
+    layout = images.layout_copy("multiplatform-bookworm", tmp_path / "layout")
     extra = _add_extra_platform(layout)
     original = read_blob(layout, ref_descriptor(layout, "latest")["digest"])
 
@@ -372,12 +366,12 @@ def test_multiplatform_index_patched(images: Images, tmp_path: Path) -> None:
     single = tmp_path / "amd64"
     skopeo_copy(f"oci:{layout}:latest-patched", f"oci:{single}:latest",
                 ["--override-arch", "amd64", "--override-os", "linux"])
-    oracle = AptOracle(unpack_layout(single, "latest", tmp_path / "rootfs"))
+    oracle = AptOracle(images.unpack_layout(single, "latest", tmp_path / "rootfs"))
     assert oracle.pending_upgrades() == []
 
 
 def test_report_for_other_distribution_writes_nothing(images: Images, tmp_path: Path) -> None:
-    layout = copy_layout(images, "debian-bookworm", tmp_path / "layout")
+    layout = images.layout_copy("debian-bookworm", tmp_path / "layout")
     report = {"SchemaVersion": 2, "Metadata": {"OS": {"Family": "alpine", "Name": "3.20.1"}},
               "Results": [{"Target": "x", "Class": "os-pkgs", "Type": "alpine",
                            "Vulnerabilities": [{"VulnerabilityID": "CVE-2024-0001",
@@ -404,7 +398,7 @@ def dpkg_versions(rootfs: Path) -> dict[str, str]:
     return dict(line.split("\t") for line in output.splitlines())
 
 
-def test_demo_command_patches_demo(tmp_path: Path) -> None:
+def test_demo_command_patches_demo(images: Images, tmp_path: Path) -> None:
     from debian.debian_support import version_compare
 
     shutil.copytree(DEMO, tmp_path / "examples")
@@ -417,7 +411,8 @@ def test_demo_command_patches_demo(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     assert "linux/amd64" in result.stderr
     assert "patched" in result.stderr
-    rootfs = unpack_layout(tmp_path / "examples" / "demo", "bookworm-patched", tmp_path / "root")
+    rootfs = images.unpack_layout(tmp_path / "examples" / "demo", "bookworm-patched",
+                                  tmp_path / "root")
     installed = dpkg_versions(rootfs)
     for name, version in fixed.items():
         assert version_compare(installed[name], version) >= 0, name
@@ -442,7 +437,7 @@ def test_report_version_drift_warns(tmp_path: Path) -> None:
 
 
 def test_platform_filter_carries_other_over(images: Images, tmp_path: Path) -> None:
-    layout = copy_layout(images, "multiplatform-bookworm", tmp_path / "layout")
+    layout = images.layout_copy("multiplatform-bookworm", tmp_path / "layout")
     original = read_blob(layout, ref_descriptor(layout, "latest")["digest"])
 
     result = run("patch", "-i", f"oci:{layout}:latest", "--platform", "linux/arm64")
@@ -562,7 +557,7 @@ def _platform_report(arch: str, name: str, installed: str, fixed: str) -> dict[s
 
 
 def test_failed_platform_carried_over_with_ignore_errors(images: Images, tmp_path: Path) -> None:
-    layout = copy_layout(images, "multiplatform-bookworm", tmp_path / "layout")
+    layout = images.layout_copy("multiplatform-bookworm", tmp_path / "layout")
     original = read_blob(layout, ref_descriptor(layout, "latest")["digest"])
     planned = run("plan", "-i", f"oci:{layout}:latest", "--summary", str(tmp_path / "plan.json"))
     assert planned.exit_code == 0, planned.stderr

@@ -23,7 +23,6 @@ from suture.patch.build import (
 from suture.patch.staging import Staging
 from tests.conftest import Images
 from tests.harness.docker import DockerDaemon
-from tests.harness.unpack import unpack_layout
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +63,9 @@ def _patch(image: Image, work: Path, files: dict[str, bytes],
     return append_patch_layer(image, layer, packages=[f"test {len(files)} -> {len(files) + 1}"])
 
 
-def test_patch_layer_applies_with_umoci(bookworm: Original, tmp_path: Path) -> None:
+def test_patch_layer_applies_with_umoci(
+    images: Images, bookworm: Original, tmp_path: Path
+) -> None:
     original, view = bookworm.image, bookworm.view
     motd = view.lstat("/etc/motd")
     assert motd is not None, "fixture image is expected to ship /etc/motd"
@@ -72,7 +73,7 @@ def test_patch_layer_applies_with_umoci(bookworm: Original, tmp_path: Path) -> N
     patched = _patch(original, tmp_path, {"/usr/share/doc/suture-test/note": b"patched\n"},
                      whiteouts=("/etc/motd",), view=view)
     write_layout(tmp_path / "out", patched, "patched")
-    root = unpack_layout(tmp_path / "out", "patched", tmp_path / "rootfs")
+    root = images.unpack_layout(tmp_path / "out", "patched", tmp_path / "rootfs")
 
     note = root / "usr/share/doc/suture-test/note"
     assert note.read_bytes() == b"patched\n"
@@ -86,7 +87,9 @@ def test_patch_layer_applies_with_umoci(bookworm: Original, tmp_path: Path) -> N
     assert (root / "etc/os-release").exists()
 
 
-def test_repatch_real_image_keeps_one_layer(bookworm: Original, tmp_path: Path) -> None:
+def test_repatch_real_image_keeps_one_layer(
+    images: Images, bookworm: Original, tmp_path: Path
+) -> None:
     original = bookworm.image
 
     once = _patch(original, tmp_path / "a", {"/opt/one": b"1"}, view=bookworm.view)
@@ -99,7 +102,7 @@ def test_repatch_real_image_keeps_one_layer(bookworm: Original, tmp_path: Path) 
     assert twice.manifest.layers[:-1] == original.manifest.layers
     assert find_patch_layer(twice) == len(original.manifest.layers)
     assert base_digest_of(twice) == original.digest
-    root = unpack_layout(tmp_path / "twice", "latest", tmp_path / "rootfs")
+    root = images.unpack_layout(tmp_path / "twice", "latest", tmp_path / "rootfs")
     assert (root / "opt/one").read_bytes() == b"1"
     assert (root / "opt/two").read_bytes() == b"2"
 

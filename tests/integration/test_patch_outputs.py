@@ -37,8 +37,7 @@ def test_index_to_docker_archive_needs_one_platform(images: Images, tmp_path: Pa
 
 
 def test_one_platform_of_index_to_docker_archive(images: Images, tmp_path: Path) -> None:
-    layout = tmp_path / "layout"
-    shutil.copytree(images.layout("multiplatform-bookworm"), layout)
+    layout = images.layout_copy("multiplatform-bookworm", tmp_path / "layout")
     archive = tmp_path / "out.tar"
 
     result = run("patch", "-i", f"oci:{layout}:latest", "--platform", "linux/arm64",
