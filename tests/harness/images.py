@@ -292,7 +292,10 @@ class ImageCache:
         umoci unpacks each image once per mirror state into the cache. Every call gets a
         `writable_copy` of that tree.
         """
-        return self.unpack_layout(self.layout(name), "latest", dest)
+        tree = self.derived(
+            f"rootfs-{name}", lambda out: unpack_layout(self.layout(name), "latest", out / "rootfs")
+        ) / "rootfs"
+        return writable_copy(tree, dest)
 
     def unpack_layout(self, layout: Path, tag: str, dest: Path) -> Path:
         """Unpack the image `layout:tag` with umoci into `dest`, through a cache; return `dest`.
