@@ -198,11 +198,12 @@ def registry_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry
 
 
 @pytest.fixture(scope="session")
-def docker_daemon() -> Iterator[DockerDaemon]:
-    # Socket paths are limited to about 100 bytes, so use a short directory in /tmp.
+def docker_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerDaemon]:
+    # Socket paths are limited to about 100 bytes, so use a short directory in /tmp. Images
+    # go in pytest's base directory, which is on the scratch tmpfs when the session has one.
     directory = Path(tempfile.mkdtemp(prefix="suture-dockerd-", dir="/tmp"))
     try:
-        daemon = start_dockerd(directory)
+        daemon = start_dockerd(directory, tmp_path_factory.mktemp("dockerd-data"))
     except DockerUnavailable as error:
         shutil.rmtree(directory, ignore_errors=True)
         pytest.skip(f"dockerd cannot start on this machine: {error}")

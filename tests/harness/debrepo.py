@@ -104,14 +104,35 @@ _PROVIDES_LINE = re.compile(r"^Provides: (.+)$", re.MULTILINE)
 
 @functools.cache
 def load_packages(suite: str, arch: str, component: str = "main") -> PackageIndex:
-    """Return the suite's verified Packages index (one stanza per package name)."""
+    """Return the suite's verified Packages index (one stanza per package name).
+
+    The uncompressed index is kept in the fixture cache under the SHA-256 that the signed
+    InRelease lists for it, and hashed again on every reuse.
+    """
     release = verify_inrelease(suite)
-    index_name = f"{component}/binary-{arch}/Packages.xz"
-    expected = _release_sha256(release, index_name)
-    data = http_get(f"{archive_url_for_suite(suite)}/dists/{suite}/{index_name}")
-    if hashlib.sha256(data).hexdigest() != expected:
+    index_name = f"{component}/binary-{arch}/Packages"
+    expected_text = _release_sha256(release, index_name)
+    cached = cache_root() / "indexes" / f"{expected_text}.Packages"
+    if cached.exists():
+        data = cached.read_bytes()
+        if hashlib.sha256(data).hexdigest() == expected_text:
+            return PackageIndex(data.decode("utf-8"))
+        logger.warning("removing %s: its content does not match its name", cached)
+        cached.unlink(missing_ok=True)
+
+    expected = _release_sha256(release, f"{index_name}.xz")
+    compressed = http_get(f"{archive_url_for_suite(suite)}/dists/{suite}/{index_name}.xz")
+    if hashlib.sha256(compressed).hexdigest() != expected:
+        raise RuntimeError(f"{suite} {index_name}.xz: sha256 does not match InRelease")
+    data = lzma.decompress(compressed)
+    if hashlib.sha256(data).hexdigest() != expected_text:
         raise RuntimeError(f"{suite} {index_name}: sha256 does not match InRelease")
-    return PackageIndex(lzma.decompress(data).decode("utf-8"))
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=cached.parent, delete=False) as handle:
+        handle.write(data)
+    Path(handle.name).chmod(0o644)
+    Path(handle.name).replace(cached)
+    return PackageIndex(data.decode("utf-8"))
 
 
 def dependency_closure(

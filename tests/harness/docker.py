@@ -41,9 +41,10 @@ class DockerDaemon:
         )
 
 
-def start_dockerd(directory: Path) -> DockerDaemon:
+def start_dockerd(directory: Path, data_root: Path | None = None) -> DockerDaemon:
     """Start dockerd with everything under `directory` and wait until `docker info` works.
 
+    `data_root`, where dockerd keeps images and containers, defaults to `directory/data`.
     Raises DockerUnavailable with dockerd's own error output if it cannot start.
     """
     for tool in ("dockerd", "docker"):
@@ -57,7 +58,7 @@ def start_dockerd(directory: Path) -> DockerDaemon:
     command = [
         "dockerd",
         "--data-root",
-        str(directory / "data"),
+        str(data_root or directory / "data"),
         "--exec-root",
         str(directory / "exec"),
         "--pidfile",
