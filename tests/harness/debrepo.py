@@ -178,22 +178,54 @@ def download_debs(
     index = load_packages(suite, arch)
     base = archive_url_for_suite(suite)
     dest.mkdir(parents=True, exist_ok=True)
-    deb_cache = cache_root() / "debs"
-    deb_cache.mkdir(parents=True, exist_ok=True)
     result: dict[str, tuple[Path, Packages]] = {}
     for name in names:
         stanza = index[name]
         target = dest / Path(stanza["Filename"]).name
         if not target.exists():
-            cached = deb_cache / f"{stanza['SHA256']}.deb"
-            if cached.exists() and sha256_file(cached) != stanza["SHA256"]:
-                logger.warning("removing %s: its content does not match its name", cached)
-                cached.unlink(missing_ok=True)
-            if not cached.exists():
-                http_download(f"{base}/{stanza['Filename']}", cached, stanza["SHA256"])
+            cached = _stored_deb(f"{base}/{stanza['Filename']}", stanza["SHA256"])
             shutil.copyfile(cached, target)
         result[name] = (target, stanza)
     return result
+
+
+_PRINT_URIS_LINE = re.compile(
+    r"^'(?P<url>[^']+)' (?P<name>\S+) \d+ SHA256:(?P<sha256>[0-9a-f]{64})$"
+)
+
+
+def download_printed_uris(output: str, dest: Path) -> list[Path]:
+    """Download the packages that `apt-get download --print-uris` listed into `dest`.
+
+    Each line names a URL, the file name apt would save and the SHA-256 from apt's verified
+    index. Files come from the fixture cache's .deb store when it has them. Returns the paths
+    in `dest`. Raises RuntimeError when a line lacks a SHA-256.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    for line in output.splitlines():
+        if not line.startswith("'"):
+            continue
+        match = _PRINT_URIS_LINE.match(line.strip())
+        if match is None:
+            raise RuntimeError(f"apt-get --print-uris gave no SHA-256 in {line!r}")
+        target = dest / match["name"]
+        shutil.copyfile(_stored_deb(match["url"], match["sha256"]), target)
+        paths.append(target)
+    return paths
+
+
+def _stored_deb(url: str, sha256: str) -> Path:
+    """Return the .deb with this SHA-256 from the fixture cache, downloading it if missing."""
+    deb_cache = cache_root() / "debs"
+    deb_cache.mkdir(parents=True, exist_ok=True)
+    cached = deb_cache / f"{sha256}.deb"
+    if cached.exists() and sha256_file(cached) != sha256:
+        logger.warning("removing %s: its content does not match its name", cached)
+        cached.unlink(missing_ok=True)
+    if not cached.exists():
+        http_download(url, cached, sha256)
+    return cached
 
 
 # Index-only fields that dpkg does not keep in its status database.

@@ -24,6 +24,7 @@ from suture.ecosystems.dpkg.debfile import DebFile
 from suture.ecosystems.dpkg.unpack import ApplyResult, apply_updates
 from suture.patch.staging import Staging
 from tests.conftest import Images
+from tests.harness.debrepo import download_printed_uris
 from tests.harness.oracle import AptOracle, Upgrade, chroot_mounts
 
 pytestmark = pytest.mark.integration
@@ -310,12 +311,11 @@ def _host_candidates(names: list[str]) -> dict[str, str]:
     return candidates
 
 
-def _download(name: str, version: str, dest: Path) -> Path:
-    before = set(dest.glob("*.deb"))
-    subprocess.run(["apt-get", "download", "-q", f"{name}={version}"], cwd=dest, check=True,
-                   capture_output=True, timeout=600)
-    (path,) = set(dest.glob("*.deb")) - before
-    return path
+def _download(specs: list[str], dest: Path) -> list[Path]:
+    """Download `name=version` packages as the host's apt finds them, through the .deb store."""
+    output = subprocess.run(["apt-get", "download", "--print-uris", "-q", *specs], check=True,
+                            capture_output=True, text=True, timeout=600).stdout
+    return download_printed_uris(output, dest)
 
 
 @dataclass(frozen=True)
@@ -338,17 +338,17 @@ def distroless(images: Images, tmp_path_factory: pytest.TempPathFactory) -> Dist
     candidates = _host_candidates(sorted(installed))
     debs_dir = work / "debs"
     debs_dir.mkdir()
-    planned = []
-    debs: dict[str, Path] = {}
-    for name, package in sorted(installed.items()):
-        candidate = candidates.get(name, "")
-        if candidate and compare_versions(candidate, package.version) > 0:
-            debs[name] = _download(name, candidate, debs_dir)
-            planned.append((PlannedPackage(name, package.architecture, package.version, "",
-                                           candidate, PackageStatus.UPDATE), debs[name]))
-    if not planned:
+    newer = {name: candidates[name] for name, package in sorted(installed.items())
+             if candidates.get(name) and compare_versions(candidates[name], package.version) > 0}
+    if not newer:
         pytest.skip("the mirror has no newer version of any distroless package")
-    patched = _copy_tree(base, work / "patched")
+    debs = {DebFile(path).name: path
+            for path in _download([f"{name}={version}" for name, version in newer.items()],
+                                  debs_dir)}
+    planned = [(PlannedPackage(name, installed[name].architecture, installed[name].version, "",
+                               version, PackageStatus.UPDATE), debs[name])
+               for name, version in newer.items()]
+    patched = images.fresh_rootfs("distroless-bookworm", work / "patched")
     staging = Staging(work / "staging")
     result = apply_updates(view, database, planned, staging)
     _materialise(staging, patched)
@@ -419,7 +419,7 @@ def test_cacerts_regeneration_matches_update_ca_certificates(
     downloads = tmp_path / "debs"
     downloads.mkdir()
     version = _host_candidates(["ca-certificates"])["ca-certificates"]
-    deb = _download("ca-certificates", version, downloads)
+    (deb,) = _download([f"ca-certificates={version}"], downloads)
     subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
     certificates = sorted(
         str(p.relative_to(root / "usr/share/ca-certificates"))
@@ -467,9 +467,9 @@ def test_arm64_patch_uses_arm64_payloads(images: Images, tmp_path: Path) -> None
         pytest.skip("the mirror has no newer version of any package in the arm64 image")
     downloads = tmp_path / "debs"
     downloads.mkdir()
-    _foreign_apt(base, "arm64", "download", *(f"{u.name}={u.candidate}" for u in upgrades),
-                 cwd=downloads)
-    debs = {DebFile(p).name: p for p in downloads.glob("*.deb")}
+    uris = _foreign_apt(base, "arm64", "download", "--print-uris",
+                        *(f"{u.name}={u.candidate}" for u in upgrades))
+    debs = {DebFile(p).name: p for p in download_printed_uris(uris, downloads)}
     planned = [(PlannedPackage(u.name, u.architecture, u.installed, "", u.candidate,
                                PackageStatus.UPDATE), debs[u.name]) for u in upgrades]
     view = _directory_view(base)
