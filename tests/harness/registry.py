@@ -92,6 +92,9 @@ def free_port() -> int:
 def make_ca_and_server_cert(directory: Path) -> tuple[Path, Path, Path]:
     """Create a CA and a server certificate for 127.0.0.1 and localhost with openssl.
 
+    Both keys are ECDSA P-256: openssl makes one in about 8 ms, and an RSA-2048 key took
+    about 200 ms here.
+
     Returns (CA certificate, server certificate, server key); the returned CA
     certificate is alone in its directory, for clients that take a certificate directory.
     """
@@ -107,7 +110,9 @@ def make_ca_and_server_cert(directory: Path) -> tuple[Path, Path, Path]:
         "req",
         "-x509",
         "-newkey",
-        "rsa:2048",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
         "-nodes",
         "-days",
         "2",
@@ -126,7 +131,9 @@ def make_ca_and_server_cert(directory: Path) -> tuple[Path, Path, Path]:
     run(
         "req",
         "-newkey",
-        "rsa:2048",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
         "-nodes",
         "-subj",
         "/CN=127.0.0.1",
@@ -137,7 +144,7 @@ def make_ca_and_server_cert(directory: Path) -> tuple[Path, Path, Path]:
     )
     ext.write_text(
         "basicConstraints=CA:FALSE\n"
-        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "keyUsage=critical,digitalSignature\n"
         "extendedKeyUsage=serverAuth\n"
         "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
         encoding="utf-8",

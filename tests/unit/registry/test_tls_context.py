@@ -38,7 +38,8 @@ def test_changed_ca_file_loads_again(tmp_path: Path) -> None:
 
     other = tmp_path / "other.crt"
     other_key = tmp_path / "other.key"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
+                    "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
                     "-subj", "/CN=second test CA", "-keyout", str(other_key), "-out", str(other)],
                    check=True, capture_output=True)
     ca_file.write_bytes(other.read_bytes())
