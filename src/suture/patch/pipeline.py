@@ -392,15 +392,16 @@ def _apply_plan(
     workdir: Path,
 ) -> PlatformOutcome:
     deadline.check()
-    cache_dir = (request.cache_dir or _default_cache_dir()) / "packages"
-    fetched = fetch_packages(plan, cache_dir, progress=progress)
+    cache_root = request.cache_dir or _default_cache_dir()
+    fetched = fetch_packages(plan, cache_root / "packages", progress=progress)
     deadline.check()
 
     # Re-patching replaces suture's previous patch layer, so its content seeds the new one.
     staging = Staging(workdir)
     seed_staging(image, staging)
     updates = [(p, fetched.paths[f"{p.name}:{p.architecture}"]) for p in plan.updates]
-    applied = apply_updates(fs, database, updates, staging)
+    applied = apply_updates(fs, database, updates, staging,
+                            payload_cache=cache_root / "payloads")
     deadline.check()
 
     compression: Literal["gzip", "zstd"] = "zstd" if request.compression == "zstd" else "gzip"

@@ -10,17 +10,27 @@ and hands it out unchecked, so it would not reject `..` members, device nodes or
 a symlink. It decompresses zstd by running the external `unzstd` with the whole member in
 memory, and its errors name neither the package nor the member. Parsing `ar` takes a few dozen
 lines and lets every error say which package and member failed.
+
+With a payload cache directory, the decompressed `data.tar` of a package is also kept there as
+zstd, named by the SHA-256 of the `.deb` and of the cached file. Decompressing a Debian payload
+with xz took about 0.7 s of a 2.7 s warm patch of 15 packages. A later read of the same `.deb`
+hashes the cached file, checks it against its name and streams it instead. A cached file whose
+hash does not match is deleted and the payload is read from the `.deb` again.
 """
 
 from __future__ import annotations
 
 import bz2
+import contextlib
 import gzip
+import hashlib
 import io
 import logging
 import lzma
+import os
 import posixpath
 import tarfile
+import tempfile
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -89,8 +99,9 @@ class DebFile:
     unsupported compression, a truncated member or an unsafe payload entry.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, payload_cache: Path | None = None) -> None:
         self.path = Path(path)
+        self._payload_cache = payload_cache
         members = _read_ar_index(self.path)
         self._control_member = _find_member(self.path, members, "control.tar")
         self._data_member = _find_member(self.path, members, "data.tar")
@@ -143,10 +154,8 @@ class DebFile:
         goes through a symlink the package itself created, or a truncated payload.
         """
         member_name = self._data_member.name
-        with self.path.open("rb") as handle:
-            raw = io.BufferedReader(
-                _BoundedReader(handle, self._data_member.offset, self._data_member.size))
-            stream = _decompress(self.path, member_name, raw)
+        with contextlib.ExitStack() as stack:
+            stream, recorder, source = self._open_payload(stack)
             seen: set[str] = set()
             symlinks: set[str] = set()
             current = "(start of archive)"
@@ -162,15 +171,47 @@ class DebFile:
                         if extracted is None:
                             yield member, None
                         else:
-                            guarded = _GuardedReader(extracted, self.path, member_name, info.name)
+                            guarded = _GuardedReader(extracted, source, member_name, info.name)
                             yield member, cast(IO[bytes], guarded)
+                if recorder is not None:
+                    recorder.finish()
             except PackageError:
                 raise
             except _DECOMPRESSION_ERRORS as error:
+                action = ("download the package again" if source == self.path
+                          else "delete that cached payload and run again")
                 raise PackageError(
-                    f"{self.path}: {member_name} is truncated or corrupt at member {current!r} "
-                    f"({error}); download the package again"
+                    f"{source}: {member_name} is truncated or corrupt at member {current!r} "
+                    f"({error}); {action}"
                 ) from error
+
+    def _open_payload(
+        self, stack: contextlib.ExitStack
+    ) -> tuple[IO[bytes], _PayloadRecorder | None, Path]:
+        """Open the decompressed payload, from the payload cache when it contains it.
+
+        Returns the stream, the recorder that fills the cache (None when the cache is off or
+        already holds the payload) and the file the stream comes from, for messages.
+        """
+        deb_sha256 = sha256_of(self.path) if self._payload_cache is not None else ""
+        if self._payload_cache is not None:
+            cached = _cached_payload(self._payload_cache, deb_sha256)
+            if cached is not None:
+                handle = stack.enter_context(cached.open("rb"))
+                reader = zstandard.ZstdDecompressor().stream_reader(handle,
+                                                                    read_across_frames=True)
+                logger.debug("%s: payload read from %s", self.label, cached)
+                return cast(IO[bytes], stack.enter_context(reader)), None, cached
+
+        handle = stack.enter_context(self.path.open("rb"))
+        raw = io.BufferedReader(
+            _BoundedReader(handle, self._data_member.offset, self._data_member.size))
+        stream = _decompress(self.path, self._data_member.name, raw)
+        if self._payload_cache is None:
+            return stream, None, self.path
+        recorder = stack.enter_context(
+            _PayloadRecorder(stream, self._payload_cache, deb_sha256))
+        return cast(IO[bytes], recorder), recorder, self.path
 
     def _read_control_files(self) -> dict[str, bytes]:
         member = self._control_member
@@ -339,6 +380,83 @@ def _read_exact(fileobj: IO[bytes], size: int, deb: Path, member: str, name: str
     if len(data) != size:
         raise PackageError(f"{deb}: {member} member {name!r} is truncated")
     return data
+
+
+def sha256_of(path: Path) -> str:
+    """Return the hex SHA-256 of the file at `path`."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+_PAYLOAD_SUFFIX = ".tar.zst"
+# zstd level 1 compressed a 30 MB payload at 555 MB/s here, against 353 MB/s for level 3,
+# for a file 11 % larger. Either reads back at about 900 MB/s, where xz gives under 100 MB/s.
+_PAYLOAD_LEVEL = 1
+
+
+def _cached_payload(cache: Path, deb_sha256: str) -> Path | None:
+    """Return the cached payload of the `.deb` with this SHA-256 whose content matches its name.
+
+    A file named `<deb sha256>-<sha256>.tar.zst` whose SHA-256 is not the second part is
+    deleted.
+    """
+    for candidate in sorted(cache.glob(f"{deb_sha256}-*{_PAYLOAD_SUFFIX}")):
+        expected = candidate.name[len(deb_sha256) + 1: -len(_PAYLOAD_SUFFIX)]
+        try:
+            if sha256_of(candidate) == expected:
+                return candidate
+        except OSError:
+            continue
+        logger.warning("removing %s: its content does not match its name", candidate)
+        candidate.unlink(missing_ok=True)
+    return None
+
+
+class _PayloadRecorder(io.RawIOBase):
+    """Pass a decompressed payload through while writing a zstd copy for the payload cache.
+
+    `finish` reads the rest of the payload, then moves the copy into the cache under its name.
+    Closing without `finish`, as on an error, deletes the copy.
+    """
+
+    def __init__(self, source: IO[bytes], cache: Path, deb_sha256: str) -> None:
+        super().__init__()
+        self._source = source
+        self._cache = cache
+        self._deb_sha256 = deb_sha256
+        cache.mkdir(parents=True, exist_ok=True)
+        descriptor, name = tempfile.mkstemp(dir=cache, prefix=".partial-",
+                                            suffix=_PAYLOAD_SUFFIX)
+        self._temporary = Path(name)
+        self._file = os.fdopen(descriptor, "wb")
+        self._writer = zstandard.ZstdCompressor(level=_PAYLOAD_LEVEL).stream_writer(
+            self._file, closefd=False)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        data = self._source.read(len(buffer))
+        self._writer.write(data)
+        buffer[: len(data)] = data
+        return len(data)
+
+    def finish(self) -> None:
+        while self.read(1 << 20):
+            pass
+        self._writer.flush(zstandard.FLUSH_FRAME)
+        self._file.close()
+        final = self._cache / f"{self._deb_sha256}-{sha256_of(self._temporary)}{_PAYLOAD_SUFFIX}"
+        os.replace(self._temporary, final)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._file.close()
+            self._temporary.unlink(missing_ok=True)
+        super().close()
 
 
 class _BoundedReader(io.RawIOBase):

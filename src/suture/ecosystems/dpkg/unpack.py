@@ -105,10 +105,13 @@ def apply_updates(
     database: DpkgDatabase,
     updates: Sequence[tuple[PlannedPackage, Path]],
     staging: StagingTree,
+    *,
+    payload_cache: Path | None = None,
 ) -> ApplyResult:
     """Unpack each `.deb` of `updates` into `staging` and rewrite the dpkg database there.
 
-    `fs` is the image as it is, `database` its dpkg database. Raises PackageError for an unsafe
+    `fs` is the image as it is, `database` its dpkg database. With `payload_cache`, decompressed
+    payloads are kept there for later runs (see `DebFile`). Raises PackageError for an unsafe
     or malformed package, or one that is not the planned package and version. Nothing from the
     image or the packages is executed.
     """
@@ -119,7 +122,7 @@ def apply_updates(
         database = read_database(view.as_filesystem())
     diversions = read_diversions(view)
     filters = read_path_filters(view)
-    debs = [(planned, _open_planned(planned, path)) for planned, path in updates]
+    debs = [(planned, _open_planned(planned, path, payload_cache)) for planned, path in updates]
     _preload_contents(fs, database, [deb for _, deb in debs], diversions)
     works: list[PackageUpdate] = []
     written_paths: set[str] = set()
@@ -204,8 +207,8 @@ def _stages_database(staging: StagingTree) -> bool:
     return any(staging.lstat(path) is not None or staging.listdir(path) for path in paths)
 
 
-def _open_planned(planned: PlannedPackage, path: Path) -> DebFile:
-    deb = DebFile(path)
+def _open_planned(planned: PlannedPackage, path: Path, payload_cache: Path | None) -> DebFile:
+    deb = DebFile(path, payload_cache)
     if deb.name != planned.name:
         raise PackageError(
             f"{path}: contains package {deb.name}, but the plan expects {planned.name}; "

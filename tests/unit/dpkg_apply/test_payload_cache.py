@@ -1,0 +1,120 @@
+"""DebFile's payload cache: same members and bytes as the .deb, checked before reuse."""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+from pathlib import Path
+from typing import IO
+
+import pytest
+from applykit import build_deb, build_raw_deb, member
+
+from suture.ecosystems.dpkg import debfile
+from suture.ecosystems.dpkg.debfile import DebFile
+from suture.errors import PackageError
+
+FILES: dict[str, bytes | str] = {
+    "/usr/bin/tool": bytes(range(256)) * 64,
+    "/usr/share/doc/demo/README": "read me\n",
+    "/etc/demo.conf": "setting = 1\n",
+}
+
+
+def _read_all(deb: DebFile) -> list[tuple[str, str, bytes | None]]:
+    return [(m.path, m.type.value, f.read() if f is not None else None)
+            for m, f in deb.iter_data()]
+
+
+def _entries(cache: Path) -> list[Path]:
+    return sorted(cache.iterdir()) if cache.exists() else []
+
+
+_DECOMPRESS = debfile._decompress
+
+
+def _no_decompress(path: Path, member_name: str, raw: IO[bytes]) -> IO[bytes]:
+    """Decompress control archives as usual, but fail for the payload."""
+    if member_name.startswith("data.tar"):
+        raise AssertionError(f"{path}: {member_name} was decompressed although it is cached")
+    return _DECOMPRESS(path, member_name, raw)
+
+
+def test_cached_read_matches_deb(tmp_path: Path) -> None:
+    path = build_deb(tmp_path, "demo", "1.0", FILES, conffiles=("/etc/demo.conf",),
+                     symlinks={"/usr/bin/alias": "tool"})
+    expected = _read_all(DebFile(path))
+    cache = tmp_path / "payloads"
+
+    assert _read_all(DebFile(path, cache)) == expected
+    assert _read_all(DebFile(path, cache)) == expected
+
+
+def test_cache_entry_named_by_both_hashes(tmp_path: Path) -> None:
+    path = build_deb(tmp_path, "demo", "1.0", FILES)
+    cache = tmp_path / "payloads"
+    _read_all(DebFile(path, cache))
+
+    (entry,) = _entries(cache)
+    deb_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+    entry_sha256 = hashlib.sha256(entry.read_bytes()).hexdigest()
+    assert entry.name == f"{deb_sha256}-{entry_sha256}.tar.zst"
+
+
+def test_second_read_skips_deb_payload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = build_deb(tmp_path, "demo", "1.0", FILES)
+    cache = tmp_path / "payloads"
+    expected = _read_all(DebFile(path, cache))
+    monkeypatch.setattr(debfile, "_decompress", _no_decompress)
+
+    assert _read_all(DebFile(path, cache)) == expected
+
+
+def test_changed_cache_entry_is_replaced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = build_deb(tmp_path, "demo", "1.0", FILES)
+    cache = tmp_path / "payloads"
+    expected = _read_all(DebFile(path, cache))
+    (entry,) = _entries(cache)
+    entry.write_bytes(entry.read_bytes()[:-1] + b"\0")
+
+    assert _read_all(DebFile(path, cache)) == expected
+    (replaced,) = _entries(cache)
+    assert hashlib.sha256(replaced.read_bytes()).hexdigest() in replaced.name
+    # The rewritten entry is whole again, so a third read uses it.
+    monkeypatch.setattr(debfile, "_decompress", _no_decompress)
+    assert _read_all(DebFile(path, cache)) == expected
+
+
+def test_stopped_read_leaves_nothing(tmp_path: Path) -> None:
+    path = build_deb(tmp_path, "demo", "1.0", FILES)
+    cache = tmp_path / "payloads"
+    members = DebFile(path, cache).iter_data()
+    next(members)
+    members.close()
+
+    assert _entries(cache) == []
+
+
+def test_corrupt_payload_leaves_nothing(tmp_path: Path) -> None:
+    content = bytes(range(256)) * 4096
+    members = [member("./", kind=tarfile.DIRTYPE), member("./usr/big", content)]
+    path = build_raw_deb(tmp_path / "t.deb", members, truncate_data_to=2000)
+    cache = tmp_path / "payloads"
+
+    with pytest.raises(PackageError, match="truncated or corrupt"):
+        _read_all(DebFile(path, cache))
+    assert _entries(cache) == []
+
+
+def test_unsafe_package_not_cached(tmp_path: Path) -> None:
+    path = build_raw_deb(tmp_path / "s.deb", [
+        member("./", kind=tarfile.DIRTYPE),
+        member("./usr/link", kind=tarfile.SYMTYPE, linkname="../../../../tmp"),
+        member("./usr/link/evil", b"payload"),
+    ])
+    cache = tmp_path / "payloads"
+
+    for _attempt in range(2):
+        with pytest.raises(PackageError, match="through the symlink /usr/link"):
+            _read_all(DebFile(path, cache))
+    assert _entries(cache) == []
