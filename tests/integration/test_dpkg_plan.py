@@ -10,7 +10,6 @@ test states.
 from __future__ import annotations
 
 import shutil
-import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -84,18 +83,16 @@ def _bookworm_source() -> AptSource:
     return AptSource(debian_mirror_url(), "bookworm", ("main",), origin="host")
 
 
-def test_bookworm_main_index_parses_quickly(empty_fs: DirectoryFileSystem, tmp_path: Path) -> None:
+def test_bookworm_main_index_parses(empty_fs: DirectoryFileSystem) -> None:
+    # The index comes through suture's default cache: this test is about parsing the real
+    # index, and the index-fetch tests below start from empty caches.
     with new_client() as client:
         release = fetch_release(client, _bookworm_source(), empty_fs, list)
-        data = fetch_index(client, release, "main/binary-amd64/Packages", tmp_path)
+        data = fetch_index(client, release, "main/binary-amd64/Packages", default_cache_dir())
     assert data is not None
-    started = time.monotonic()
     index = PackagesIndex(data.decode(), base_url=_bookworm_source().uri, suite="bookworm")
-    elapsed = time.monotonic() - started
     assert len(index) > 50_000
     assert index.candidates("libc6")
-    # The scan takes about 0.6 s on a 2-core VM; 5 s leaves room for a loaded machine.
-    assert elapsed < 5.0
 
 
 def test_bad_signature_is_rejected(tmp_path: Path) -> None:
