@@ -72,7 +72,8 @@ def test_patch_layer_applies_with_umoci(
 
     patched = _patch(original, tmp_path, {"/usr/share/doc/suture-test/note": b"patched\n"},
                      whiteouts=("/etc/motd",), view=view)
-    write_layout(tmp_path / "out", patched, "patched")
+    # Written beside the original in a copy of its layout, so only the new blobs are written.
+    write_layout(images.layout_copy("debian-bookworm", tmp_path / "out"), patched, "patched")
     root = images.unpack_layout(tmp_path / "out", "patched", tmp_path / "rootfs")
 
     note = root / "usr/share/doc/suture-test/note"
@@ -93,10 +94,10 @@ def test_repatch_real_image_keeps_one_layer(
     original = bookworm.image
 
     once = _patch(original, tmp_path / "a", {"/opt/one": b"1"}, view=bookworm.view)
-    write_layout(tmp_path / "once", once, "latest")
+    write_layout(images.layout_copy("debian-bookworm", tmp_path / "once"), once, "latest")
     reread = _read(tmp_path / "once")
     twice = _patch(reread, tmp_path / "b", {"/opt/two": b"2"})
-    write_layout(tmp_path / "twice", twice, "latest")
+    write_layout(images.layout_copy("debian-bookworm", tmp_path / "twice"), twice, "latest")
 
     assert len(twice.manifest.layers) == len(original.manifest.layers) + 1
     assert twice.manifest.layers[:-1] == original.manifest.layers
