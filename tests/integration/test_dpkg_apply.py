@@ -26,8 +26,18 @@ from suture.patch.staging import Staging
 from tests.conftest import Images
 from tests.harness.debrepo import download_printed_uris
 from tests.harness.oracle import AptOracle, Upgrade, chroot_mounts
+from tests.harness.paths import cache_root
 
 pytestmark = pytest.mark.integration
+
+
+def _payload_cache() -> Path:
+    """Return where suture's engine keeps decompressed payloads for these tests.
+
+    A cold run reads every payload from its .deb and fills this directory, and a warm run
+    reads the cached copies. The unit tests compare both sources member by member.
+    """
+    return cache_root() / "payloads"
 
 _CHROOT_ENV = {
     "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
@@ -109,7 +119,8 @@ def _upgrade_both_ways(
         for u in upgrades
     ]
     staging = Staging(work / "staging")
-    result = apply_updates(view, read_database(view), planned, staging)
+    result = apply_updates(view, read_database(view), planned, staging,
+                           payload_cache=_payload_cache())
     _materialise(staging, by_suture)
     return Upgraded(base, by_apt, by_suture, upgrades, debs, result)
 
@@ -350,7 +361,7 @@ def distroless(images: Images, tmp_path_factory: pytest.TempPathFactory) -> Dist
                for name, version in newer.items()]
     patched = images.fresh_rootfs("distroless-bookworm", work / "patched")
     staging = Staging(work / "staging")
-    result = apply_updates(view, database, planned, staging)
+    result = apply_updates(view, database, planned, staging, payload_cache=_payload_cache())
     _materialise(staging, patched)
     return Distroless(base, patched, debs, result)
 
@@ -474,7 +485,8 @@ def test_arm64_patch_uses_arm64_payloads(images: Images, tmp_path: Path) -> None
                                PackageStatus.UPDATE), debs[u.name]) for u in upgrades]
     view = _directory_view(base)
     staging = Staging(tmp_path / "staging")
-    apply_updates(view, read_database(view), planned, staging)  # type: ignore[arg-type]
+    apply_updates(view, read_database(view), planned, staging,  # type: ignore[arg-type]
+                  payload_cache=_payload_cache())
     patched = _copy_tree(base, tmp_path / "patched")
     _materialise(staging, patched)
 
