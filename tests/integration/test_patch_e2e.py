@@ -152,6 +152,23 @@ def trivy_report(rootfs: Path, upgrades: list[Upgrade], work: Path) -> dict[str,
     }
 
 
+def cached_trivy_report(images: Images, rootfs: Path, upgrades: list[Upgrade]) -> Any:
+    """Return `trivy_report` for these upgrades, built once per mirror state and upgrade set.
+
+    Reading the changelogs decompresses every package's payload with dpkg-deb. The report
+    depends only on the packages, which the upgrade list names by version.
+    """
+    listed = json.dumps([[u.name, u.installed, u.candidate, u.architecture] for u in upgrades])
+    name = "trivy-report-" + hashlib.sha256(listed.encode()).hexdigest()[:16]
+
+    def build(out: Path) -> None:
+        report = trivy_report(rootfs, upgrades, out / "debs")
+        shutil.rmtree(out / "debs")
+        (out / "report.json").write_text(json.dumps(report), encoding="utf-8")
+
+    return json.loads((images.cache.derived(name, build) / "report.json").read_text())
+
+
 @dataclass(frozen=True)
 class Patched:
     """`debian-bookworm` patched once with update-all. Tests copy `layout` before changing it."""
@@ -226,7 +243,7 @@ def test_push_with_trivy_report_to_auth_registry(
     rootfs = images.rootfs("debian-bookworm")
     security = [u for u in AptOracle(rootfs).pending_upgrades() if u.is_security]
     assert security, "the fixture should have pending security upgrades"
-    report = trivy_report(rootfs, security, tmp_path / "debs")
+    report = cached_trivy_report(images, rootfs, security)
     (tmp_path / "report.json").write_text(json.dumps(report))
     reported = {v["PkgName"]: v["FixedVersion"] for v in report["Results"][0]["Vulnerabilities"]}
     assert reported, "no pending security upgrade names a CVE in its changelog"
