@@ -118,3 +118,34 @@ def test_unsafe_package_not_cached(tmp_path: Path) -> None:
         with pytest.raises(PackageError, match="through the symlink /usr/link"):
             _read_all(DebFile(path, cache))
     assert _entries(cache) == []
+
+
+def test_unusable_cache_is_skipped(tmp_path: Path) -> None:
+    path = build_deb(tmp_path, "demo", "1.0", FILES)
+    expected = _read_all(DebFile(path))
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the cache directory should be\n")
+
+    assert _read_all(DebFile(path, blocker / "payloads")) == expected
+    assert blocker.read_text() == "a file where the cache directory should be\n"
+
+
+class _FullDiskWriter:
+    """Stands in for zstd's stream writer on a full disk: every write fails."""
+
+    def write(self, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    def flush(self, mode: int) -> None:
+        raise AssertionError("flush after a failed write")
+
+
+def test_failed_cache_write_keeps_payload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = build_deb(tmp_path, "demo", "1.0", FILES)
+    expected = _read_all(DebFile(path))
+    cache = tmp_path / "payloads"
+    monkeypatch.setattr(debfile.zstandard.ZstdCompressor, "stream_writer",
+                        lambda self, *args, **kwargs: _FullDiskWriter())
+
+    assert _read_all(DebFile(path, cache)) == expected
+    assert _entries(cache) == []
