@@ -227,14 +227,19 @@ def snapshot(root: Path, skip: tuple[str, ...] = DPKG_BOOKKEEPING) -> dict[str, 
 
 
 def build_raw_deb(path: Path, data_members: list[tuple[tarfile.TarInfo, bytes | None]],
-                  *, truncate_data_to: int | None = None, name: str = "evil") -> Path:
-    """Write a .deb with hand-made data.tar members, for packages dpkg-deb would not build."""
+                  *, truncate_data_to: int | None = None, name: str = "evil",
+                  data_suffix: bytes = b"") -> Path:
+    """Write a .deb with hand-made data.tar members, for packages dpkg-deb would not build.
+
+    `data_suffix` is appended to the compressed data.tar.gz, after the gzip stream.
+    """
     control = (f"Package: {name}\nVersion: 1\nArchitecture: all\nMaintainer: T <t@e.org>\n"
                "Description: hostile\n").encode()
     control_tar = _tar_bytes([(_info("./control", len(control)), control)], "gz")
     data_tar = _tar_bytes(data_members, "gz")
     if truncate_data_to is not None:
         data_tar = data_tar[:truncate_data_to]
+    data_tar += data_suffix
     members = [("debian-binary", b"2.0\n"), ("control.tar.gz", control_tar),
                ("data.tar.gz", data_tar)]
     with path.open("wb") as out:

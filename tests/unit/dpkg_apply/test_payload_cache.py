@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
+import shutil
+import stat
 import tarfile
 from pathlib import Path
 from typing import IO
@@ -27,7 +30,10 @@ def _read_all(deb: DebFile) -> list[tuple[str, str, bytes | None]]:
 
 
 def _entries(cache: Path) -> list[Path]:
-    return sorted(cache.iterdir()) if cache.exists() else []
+    """Return the files in the cache other than its key: entries and partial files."""
+    if not cache.exists():
+        return []
+    return sorted(path for path in cache.iterdir() if path.name != ".key")
 
 
 _DECOMPRESS = debfile._decompress
@@ -56,9 +62,14 @@ def test_cache_entry_named_by_both_hashes(tmp_path: Path) -> None:
     _read_all(DebFile(path, cache))
 
     (entry,) = _entries(cache)
+    key = (cache / ".key").read_bytes()
     deb_sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
     entry_sha256 = hashlib.sha256(entry.read_bytes()).hexdigest()
-    assert entry.name == f"{deb_sha256}-{entry_sha256}.tar.zst"
+    tag = hmac.new(key, f"{deb_sha256}:{entry_sha256}".encode(), hashlib.sha256).hexdigest()
+    assert len(key) == 32
+    assert entry.name == f"{deb_sha256}-{tag}.tar.zst"
+    assert stat.S_IMODE((cache / ".key").stat().st_mode) == 0o600
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
 
 
 def test_second_read_skips_deb_payload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,7 +90,7 @@ def test_changed_cache_entry_is_replaced(tmp_path: Path, monkeypatch: pytest.Mon
 
     assert _read_all(DebFile(path, cache)) == expected
     (replaced,) = _entries(cache)
-    assert hashlib.sha256(replaced.read_bytes()).hexdigest() in replaced.name
+    assert replaced.read_bytes() != b""
     # The rewritten entry is whole again, so a third read uses it.
     monkeypatch.setattr(debfile, "_decompress", _no_decompress)
     assert _read_all(DebFile(path, cache)) == expected
@@ -149,3 +160,31 @@ def test_failed_cache_write_keeps_payload(tmp_path: Path, monkeypatch: pytest.Mo
 
     assert _read_all(DebFile(path, cache)) == expected
     assert _entries(cache) == []
+
+
+def test_entry_under_other_package_name_is_rejected(tmp_path: Path) -> None:
+    first = build_deb(tmp_path / "a", "demo", "1.0", {"/usr/a": "AAAA"})
+    second = build_deb(tmp_path / "b", "demo", "1.0", {"/usr/a": "BBBB"})
+    cache = tmp_path / "payloads"
+    _read_all(DebFile(first, cache))
+    (entry,) = _entries(cache)
+    second_sha256 = hashlib.sha256(second.read_bytes()).hexdigest()
+    tag = entry.name.split("-", 1)[1]
+    forged = cache / f"{second_sha256}-{tag}"
+    shutil.copyfile(entry, forged)
+
+    contents = {m.path: f.read() for m, f in DebFile(second, cache).iter_data() if f}
+
+    assert contents["/usr/a"] == b"BBBB"
+    assert not forged.exists()
+
+
+def test_data_after_tar_end_reads_as_without_cache(tmp_path: Path) -> None:
+    members = [member("./", kind=tarfile.DIRTYPE), member("./usr/a", b"content\n")]
+    path = build_raw_deb(tmp_path / "t.deb", members, data_suffix=b"GARBAGE!")
+    expected = _read_all(DebFile(path))
+    cache = tmp_path / "payloads"
+
+    assert _read_all(DebFile(path, cache)) == expected
+    assert _read_all(DebFile(path, cache)) == expected
+    assert len(_entries(cache)) == 1

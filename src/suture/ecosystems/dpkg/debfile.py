@@ -12,10 +12,12 @@ memory, and its errors name neither the package nor the member. Parsing `ar` tak
 lines and lets every error say which package and member failed.
 
 With a payload cache directory, the decompressed `data.tar` of a package is also kept there as
-zstd, named by the SHA-256 of the `.deb` and of the cached file. Decompressing a Debian payload
-with xz took about 0.7 s of a 2.7 s warm patch of 15 packages. A later read of the same `.deb`
-hashes the cached file, checks it against its name and streams it instead. A cached file whose
-hash does not match is deleted and the payload is read from the `.deb` again.
+zstd. Decompressing a Debian payload with xz took about 0.7 s of a 2.7 s warm patch of 15
+packages. An entry is named by the SHA-256 of the `.deb` and an HMAC, under a random key kept in
+the cache directory (mode 0600), of that SHA-256 and the entry's own. A later read of the same
+`.deb` hashes the entry, checks the HMAC and streams it instead, so an entry moved to another
+package's name or written without the key is deleted, and the payload is read from the `.deb`
+again.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from __future__ import annotations
 import bz2
 import contextlib
 import gzip
+import hashlib
+import hmac
 import io
 import logging
 import lzma
@@ -30,6 +34,7 @@ import os
 import posixpath
 import tarfile
 import tempfile
+import time
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -195,9 +200,10 @@ class DebFile:
         """
         deb_sha256 = sha256_file(self.path) if self._payload_cache is not None else ""
         if self._payload_cache is not None:
-            cached = _cached_payload(self._payload_cache, deb_sha256)
-            if cached is not None:
-                handle = stack.enter_context(cached.open("rb"))
+            found = _open_cached_payload(self._payload_cache, deb_sha256)
+            if found is not None:
+                cached, handle = found
+                stack.enter_context(handle)
                 reader = zstandard.ZstdDecompressor().stream_reader(handle,
                                                                     read_across_frames=True)
                 logger.debug("%s: payload read from %s", self.label, cached)
@@ -391,22 +397,70 @@ _PAYLOAD_SUFFIX = ".tar.zst"
 # zstd level 1 compressed a 30 MB payload at 555 MB/s here, against 353 MB/s for level 3,
 # for a file 11 % larger. Either reads back at about 900 MB/s, where xz gives under 100 MB/s.
 _PAYLOAD_LEVEL = 1
+_KEY_FILE = ".key"
+_KEY_BYTES = 32
+# Partial files older than this were left by a killed process.
+_STALE_PARTIAL_SECONDS = 24 * 3600
 
 
-def _cached_payload(cache: Path, deb_sha256: str) -> Path | None:
-    """Return the cached payload of the `.deb` with this SHA-256 whose content matches its name.
+def _cache_key(cache: Path) -> bytes:
+    """Return the payload cache's secret key, creating the directory and the key if missing.
 
-    A file named `<deb sha256>-<sha256>.tar.zst` whose SHA-256 is not the second part is
-    deleted.
+    The key file is created with mode 0600 by a link from a complete temporary file, so
+    concurrent processes agree on one key. Raises OSError when the cache cannot be used.
     """
-    for candidate in sorted(cache.glob(f"{deb_sha256}-*{_PAYLOAD_SUFFIX}")):
-        expected = candidate.name[len(deb_sha256) + 1: -len(_PAYLOAD_SUFFIX)]
+    cache.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = cache / _KEY_FILE
+    if not path.exists():
+        descriptor, name = tempfile.mkstemp(dir=cache, prefix=".partial-key-")
         try:
-            if sha256_file(candidate) == expected:
-                return candidate
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(os.urandom(_KEY_BYTES))
+            with contextlib.suppress(FileExistsError):
+                os.link(name, path)
+        finally:
+            os.unlink(name)
+    key = path.read_bytes()
+    if len(key) != _KEY_BYTES:
+        raise OSError(f"{path} is not a payload cache key; delete it")
+    return key
+
+
+def _entry_tag(key: bytes, deb_sha256: str, content_sha256: str) -> str:
+    message = f"{deb_sha256}:{content_sha256}".encode()
+    return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def _open_cached_payload(cache: Path, deb_sha256: str) -> tuple[Path, BinaryIO] | None:
+    """Open the cached payload of the `.deb` with this SHA-256, checked against its tag.
+
+    An entry is `<deb sha256>-<tag>.tar.zst`, where the tag is an HMAC-SHA256, under the
+    cache's key, of the `.deb` SHA-256 and the entry's own SHA-256. So an entry cannot be
+    renamed to stand for another package, and only a process that can read the key can make
+    one. The file is hashed and then streamed through one open file. An entry whose tag does
+    not match is deleted.
+    """
+    if not cache.is_dir():
+        return None
+    try:
+        key = _cache_key(cache)
+    except OSError as error:
+        logger.debug("not using the payload cache %s: %s", cache, error)
+        return None
+    for candidate in sorted(cache.glob(f"{deb_sha256}-*{_PAYLOAD_SUFFIX}")):
+        tag = candidate.name[len(deb_sha256) + 1: -len(_PAYLOAD_SUFFIX)]
+        try:
+            handle = candidate.open("rb")
         except OSError:
             continue
-        logger.warning("removing %s: its content does not match its name", candidate)
+        digest = hashlib.sha256()
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+        if hmac.compare_digest(_entry_tag(key, deb_sha256, digest.hexdigest()), tag):
+            handle.seek(0)
+            return candidate, cast(BinaryIO, handle)
+        handle.close()
+        logger.warning("removing %s: it does not match its name", candidate)
         candidate.unlink(missing_ok=True)
     return None
 
@@ -414,9 +468,11 @@ def _cached_payload(cache: Path, deb_sha256: str) -> Path | None:
 class _PayloadRecorder(io.RawIOBase):
     """Pass a decompressed payload through while writing a zstd copy for the payload cache.
 
-    `finish` reads the rest of the payload, then moves the copy into the cache under its name.
-    Closing without `finish`, as on an error, deletes the copy. A failed write to the cache,
-    such as a full disk, only stops the copy: the payload still reads to its end.
+    `finish` moves the copy into the cache under its name. The copy holds exactly the bytes
+    the tar reader took, which end at the archive's end marker, so a payload is never read
+    further than it is without the cache. Closing without `finish`, as on an error, deletes the
+    copy. A failed write to the cache, such as a full disk, only stops the copy: the payload
+    still reads to its end.
     """
 
     def __init__(self, source: IO[bytes], cache: Path, deb_sha256: str) -> None:
@@ -424,7 +480,8 @@ class _PayloadRecorder(io.RawIOBase):
         self._source = source
         self._cache = cache
         self._deb_sha256 = deb_sha256
-        cache.mkdir(parents=True, exist_ok=True)
+        self._key = _cache_key(cache)
+        _remove_stale_partials(cache)
         descriptor, name = tempfile.mkstemp(dir=cache, prefix=".partial-",
                                             suffix=_PAYLOAD_SUFFIX)
         self._temporary = Path(name)
@@ -446,15 +503,13 @@ class _PayloadRecorder(io.RawIOBase):
         return len(data)
 
     def finish(self) -> None:
-        while self.read(1 << 20):
-            pass
         if self._writer is None:
             return
         try:
             self._writer.flush(zstandard.FLUSH_FRAME)
             self._file.close()
-            name = f"{self._deb_sha256}-{sha256_file(self._temporary)}{_PAYLOAD_SUFFIX}"
-            os.replace(self._temporary, self._cache / name)
+            tag = _entry_tag(self._key, self._deb_sha256, sha256_file(self._temporary))
+            os.replace(self._temporary, self._cache / f"{self._deb_sha256}-{tag}{_PAYLOAD_SUFFIX}")
         except OSError as error:
             self._abandon(error)
 
@@ -469,6 +524,14 @@ class _PayloadRecorder(io.RawIOBase):
         self._writer = None
         self._file.close()
         self._temporary.unlink(missing_ok=True)
+
+
+def _remove_stale_partials(cache: Path) -> None:
+    cutoff = time.time() - _STALE_PARTIAL_SECONDS
+    for partial in cache.glob(".partial-*"):
+        with contextlib.suppress(OSError):
+            if partial.stat().st_mtime < cutoff:
+                partial.unlink()
 
 
 class _BoundedReader(io.RawIOBase):
