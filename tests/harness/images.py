@@ -292,8 +292,10 @@ class ImageCache:
         umoci unpacks each image once per mirror state into the cache. Every call gets a
         `writable_copy` of that tree.
         """
+        # Without root, umoci unpacks rootless: owners differ, so that tree is kept apart.
+        variant = f"rootfs-{name}" if os.geteuid() == 0 else f"rootfs-{name}-rootless"
         tree = self.derived(
-            f"rootfs-{name}", lambda out: unpack_layout(self.layout(name), "latest", out / "rootfs")
+            variant, lambda out: unpack_layout(self.layout(name), "latest", out / "rootfs")
         ) / "rootfs"
         return writable_copy(tree, dest)
 

@@ -77,7 +77,7 @@ class VerifyingReader(io.RawIOBase):
         readinto = getattr(self._source, "readinto", None)
         if readinto is not None:
             return int(readinto(view) or 0)
-        data = self._source.read(len(view))
+        data = self._source.read(len(view)) or b""
         view[: len(data)] = data
         return len(data)
 

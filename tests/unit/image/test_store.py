@@ -52,6 +52,32 @@ def test_verifying_reader_accepts_chunk_iterator() -> None:
     assert stream.read() == data
 
 
+class _ReadOnlySource:
+    """A source with `read` only, in short pieces, that returns None at its end."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def read(self, size: int = -1) -> bytes | None:
+        if not self._data:
+            return None
+        piece, self._data = self._data[:7], self._data[7:]
+        return piece
+
+
+def test_verifying_reader_reads_source_without_readinto() -> None:
+    data = b"short content in pieces"
+    stream = verifying_reader(_ReadOnlySource(data), _descriptor(data))  # type: ignore[arg-type]
+    assert stream.read() == data
+
+
+def test_verifying_reader_checks_source_without_readinto() -> None:
+    descriptor = _descriptor(b"short content in pieces")
+    stream = verifying_reader(_ReadOnlySource(b"tampered content!!"), descriptor)  # type: ignore[arg-type]
+    with pytest.raises(DigestMismatchError):
+        stream.read()
+
+
 def test_file_blob_store_prefers_local_file(tmp_path: Path) -> None:
     data = b"new layer"
     path = tmp_path / "layer"

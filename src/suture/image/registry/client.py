@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import ssl
 import threading
 from collections.abc import Callable, Sequence
@@ -429,13 +428,12 @@ class RegistryClient:
     def _ssl_context(self) -> ssl.SSLContext:
         ca_file = self.settings.ca_file
         if ca_file is None:
-            return _verifying_context(None, None)
+            return _verifying_context(None, b"")
         try:
-            info = os.stat(ca_file)
-            stamp: tuple[int, int, int] | None = (info.st_ino, info.st_size, info.st_mtime_ns)
-        except OSError:
-            stamp = None  # loading it fails below and names the file
-        return _verifying_context(str(ca_file), stamp)
+            data = Path(ca_file).read_bytes()
+        except OSError as error:
+            raise RegistryError(f"cannot load CA file {ca_file}: {error}") from error
+        return _verifying_context(str(ca_file), data)
 
     def _new_client(self, verify: ssl.SSLContext | bool) -> httpx.Client:
         timeout = httpx.Timeout(self.settings.timeout, connect=min(self.settings.timeout, 30.0))
@@ -460,21 +458,27 @@ class RegistryClient:
 
 
 @functools.lru_cache(maxsize=8)
-def _verifying_context(ca_file: str | None, stamp: tuple[int, int, int] | None) -> ssl.SSLContext:
-    """Build a TLS context trusting certifi's CAs and `ca_file`, once per file version.
+def _verifying_context(ca_file: str | None, ca_data: bytes) -> ssl.SSLContext:
+    """Build a TLS context trusting certifi's CAs and `ca_data`, read from `ca_file`.
 
     Loading certifi's bundle took about 16 ms here, and a patch opens several registry
-    clients. `stamp` (inode, size, mtime) makes a changed CA file load again. A context whose
-    CA file fails to load is not cached, so the error repeats.
+    clients, so contexts are cached by the CA file's name and content. A changed CA file
+    loads again. A context whose CA data fails to load is not cached, so the error repeats.
     """
-    del stamp  # only part of the cache key
     context = ssl.create_default_context(cafile=certifi.where())
     if ca_file is not None:
         try:
-            context.load_verify_locations(cafile=ca_file)
-        except (OSError, ssl.SSLError) as error:
+            context.load_verify_locations(cadata=_pem_or_der(ca_data))
+        except (ValueError, ssl.SSLError) as error:
             raise RegistryError(f"cannot load CA file {ca_file}: {error}") from error
     return context
+
+
+def _pem_or_der(data: bytes) -> str | bytes:
+    """Return CA data as `load_verify_locations(cadata=...)` takes it: PEM text or DER bytes."""
+    if b"-----BEGIN" in data:
+        return data.decode("ascii", errors="replace")
+    return data
 
 
 def _display(registry: str, repository: str, reference: str) -> str:
