@@ -73,7 +73,8 @@ def test_verifying_reader_reads_source_without_readinto() -> None:
 
 def test_verifying_reader_checks_source_without_readinto() -> None:
     descriptor = _descriptor(b"short content in pieces")
-    stream = verifying_reader(_ReadOnlySource(b"tampered content!!"), descriptor)  # type: ignore[arg-type]
+    source = _ReadOnlySource(b"tampered content!!")
+    stream = verifying_reader(source, descriptor)  # type: ignore[arg-type]
     with pytest.raises(DigestMismatchError):
         stream.read()
 
