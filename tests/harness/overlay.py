@@ -7,6 +7,9 @@ point, so the cache itself is never written. Copying a root filesystem took abou
 each time, and a warm test session made dozens of copies.
 
 Without root, or where the kernel refuses the mount, the tree is copied with `cp -a`.
+NOTE: on a kernel without the overlay `redirect_dir` and `index` features, renaming a directory
+from the cache fails with EXDEV, and writing to one name of a hard-linked file leaves its other
+names unchanged. dpkg and apt replace files by renaming new ones into place, so they see a copy.
 `release_all` unmounts every overlay this process made. Each test process calls it when its
 session ends.
 """
@@ -65,11 +68,16 @@ def _mount_overlay(source: Path, dest: Path) -> bool:
     shutil.copystat(source, upper)
     dest.mkdir()
     options = f"lowerdir={source},upperdir={upper},workdir={work}"
-    result = subprocess.run(["mount", "-t", "overlay", "overlay", "-o", options, str(dest)],
-                            capture_output=True, check=False)
-    if result.returncode != 0:
-        dest.rmdir()
-        shutil.rmtree(layers)
-        return False
-    _mounted.append(dest)
-    return True
+    # redirect_dir lets a directory from the cache be renamed, which fails with EXDEV
+    # without it, and index keeps hard links to a changed file linked, as in a real copy.
+    for extra in (",redirect_dir=on,index=on", ""):
+        result = subprocess.run(
+            ["mount", "-t", "overlay", "overlay", "-o", options + extra, str(dest)],
+            capture_output=True, check=False,
+        )
+        if result.returncode == 0:
+            _mounted.append(dest)
+            return True
+    dest.rmdir()
+    shutil.rmtree(layers)
+    return False
