@@ -21,7 +21,7 @@ for run in cold warm; do
     status=0
     SUTURE_TEST_CACHE="$caches/fixtures" XDG_CACHE_HOME="$caches/xdg" \
         .venv/bin/python -m pytest --integration -n "$workers" --dist loadfile -q \
-        -p no:cacheprovider > "bench/suite-cache-$run.log" 2>&1 || status=$?
+        -p no:cacheprovider --durations=15 > "bench/suite-cache-$run.log" 2>&1 || status=$?
     elapsed=$(( $(date +%s) - started ))
     printf '%s: %d s, pytest exit %s, %s\n' "$run" "$elapsed" "$status" \
         "$(tail -n 1 "bench/suite-cache-$run.log")"
