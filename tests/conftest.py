@@ -109,6 +109,15 @@ def _process_running(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    # Before pytest deletes a passed test's tmp_path, which would otherwise descend into the
+    # overlay mounts there, they are unmounted.
+    tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
+    if isinstance(tmp_path, Path):
+        overlay.release_under(tmp_path)
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     # Every process, xdist workers too, unmounts the overlays it made.
     overlay.release_all()

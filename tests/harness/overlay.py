@@ -11,7 +11,7 @@ NOTE: on a kernel without the overlay `redirect_dir` and `index` features, renam
 from the cache fails with EXDEV, and writing to one name of a hard-linked file leaves its other
 names unchanged. dpkg and apt replace files by renaming new ones into place, so they see a copy.
 `release_all` unmounts every overlay this process made. Each test process calls it when its
-session ends.
+session ends, and `release_under` unmounts those in a test's `tmp_path` when the test ends.
 """
 
 from __future__ import annotations
@@ -45,11 +45,22 @@ def writable_copy(source: Path, dest: Path) -> Path:
 def release_all() -> None:
     """Unmount every overlay `writable_copy` made in this process, newest first."""
     while _mounted:
-        point = _mounted.pop()
-        result = subprocess.run(["umount", str(point)], capture_output=True, check=False)
-        if result.returncode != 0:
-            # A process that a failed test left running may still use it, so detach it instead.
-            subprocess.run(["umount", "--lazy", str(point)], capture_output=True, check=False)
+        _unmount(_mounted.pop())
+
+
+def release_under(root: Path) -> None:
+    """Unmount the overlays `writable_copy` made at or below `root`, newest first."""
+    for point in reversed(list(_mounted)):
+        if point == root or root in point.parents:
+            _mounted.remove(point)
+            _unmount(point)
+
+
+def _unmount(point: Path) -> None:
+    result = subprocess.run(["umount", str(point)], capture_output=True, check=False)
+    if result.returncode != 0:
+        # A process that a failed test left running may still use it, so detach it instead.
+        subprocess.run(["umount", "--lazy", str(point)], capture_output=True, check=False)
 
 
 def _mount_overlay(source: Path, dest: Path) -> bool:
