@@ -109,12 +109,25 @@ def _process_running(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] != "Z"
 
 
+_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Iterator[None]:
+    report = yield
+    if report.failed:
+        item.stash[_FAILED] = True
+    return report
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_teardown(item: pytest.Item) -> None:
-    # Before pytest deletes a passed test's tmp_path, which would otherwise descend into the
-    # overlay mounts there, they are unmounted.
+    # pytest deletes a passed test's tmp_path, which would descend into the overlay mounts
+    # there, so they are unmounted first. A failed test's stay mounted until the session ends.
     tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
-    if isinstance(tmp_path, Path):
+    if isinstance(tmp_path, Path) and not item.stash.get(_FAILED, False):
         overlay.release_under(tmp_path)
 
 
