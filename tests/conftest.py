@@ -117,17 +117,22 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Iterator[None]:
     report = yield
-    if report.failed:
+    # pytest keeps tmp_path only after a failed call phase; after a failed setup it deletes it.
+    if report.when == "call" and report.failed:
         item.stash[_FAILED] = True
     return report
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_teardown(item: pytest.Item) -> None:
-    # pytest deletes a passed test's tmp_path, which would descend into the overlay mounts
-    # there, so they are unmounted first. A failed test's stay mounted until the session ends.
-    tmp_path = getattr(item, "funcargs", {}).get("tmp_path")
-    if isinstance(tmp_path, Path) and not item.stash.get(_FAILED, False):
+@pytest.fixture
+def tmp_path(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """pytest's `tmp_path`, with the overlay mounts made in it unmounted when the test ends.
+
+    pytest deletes the tmp_path of a test whose call phase did not fail, after this fixture
+    ends, and the deletion would descend into overlay mounts there. A failed test's overlays
+    stay mounted until the session ends.
+    """
+    yield tmp_path
+    if not request.node.stash.get(_FAILED, False):
         overlay.release_under(tmp_path)
 
 

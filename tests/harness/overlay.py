@@ -3,13 +3,17 @@
 Tests change their copies of cached root filesystems and layouts: apt runs in them and suture
 writes patched images into them. As root, an overlay mount (kernel overlayfs) makes such a copy
 at once. Reads come from the cached tree, and writes go to an upper directory beside the mount
-point, so the cache itself is never written. Copying a root filesystem took about 0.4 s of CPU
-each time, and a warm test session made dozens of copies.
+point, so the cache itself is never written. On the 2-core test machine, copying a root
+filesystem took about 0.4 s of CPU each time, and a warm test session made dozens of copies.
 
-Without root, or where the kernel refuses the mount, the tree is copied with `cp -a`.
-NOTE: on a kernel without the overlay `redirect_dir` and `index` features, renaming a directory
-from the cache fails with EXDEV, and writing to one name of a hard-linked file leaves its other
-names unchanged. dpkg and apt replace files by renaming new ones into place, so they see a copy.
+Without root, where the kernel refuses the mount, or when a path contains a character that the
+mount options reserve (comma, colon, backslash, equals sign), the tree is copied with `cp -a`.
+
+NOTE: where the kernel refuses the overlay `redirect_dir` and `index` options, the mount is made
+without them. Then renaming a directory from the cache fails with EXDEV, and writing to one name
+of a hard-linked file leaves its other names unchanged. dpkg and apt replace files by renaming
+new ones into place, so neither difference reaches them.
+
 `release_all` unmounts every overlay this process made. Each test process calls it when its
 session ends, and `release_under` unmounts those in a test's `tmp_path` when the test ends.
 """

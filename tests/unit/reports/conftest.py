@@ -12,5 +12,6 @@ from report_fixtures import REAL_FIXTURES
 def real_fixtures() -> Path:
     """Return the folder of real scanner reports, skipping the test when it is absent."""
     if not REAL_FIXTURES.is_dir():
-        pytest.skip(f"real report fixtures not found at {REAL_FIXTURES}")
+        pytest.skip(f"real report fixtures not found at {REAL_FIXTURES}; set "
+                    "SUTURE_REAL_FIXTURES to their directory")
     return REAL_FIXTURES
