@@ -196,11 +196,19 @@ class DebFile:
         """Open the decompressed payload, from the payload cache when it contains it.
 
         Returns the stream, the recorder that fills the cache (None when the cache is off or
-        already holds the payload) and the file the stream comes from, for messages.
+        already contains the payload) and the file the stream comes from, for messages.
         """
-        deb_sha256 = sha256_file(self.path) if self._payload_cache is not None else ""
-        if self._payload_cache is not None:
-            found = _open_cached_payload(self._payload_cache, deb_sha256)
+        cache = self._payload_cache
+        key: bytes | None = None
+        if cache is not None:
+            try:
+                key = _cache_key(cache)
+            except OSError as error:
+                # The cache only saves time, so a cache that cannot be used is skipped.
+                logger.debug("not using the payload cache %s: %s", cache, error)
+        deb_sha256 = sha256_file(self.path) if key is not None else ""
+        if cache is not None and key is not None:
+            found = _open_cached_payload(cache, key, deb_sha256)
             if found is not None:
                 cached, handle = found
                 stack.enter_context(handle)
@@ -213,14 +221,12 @@ class DebFile:
         raw = io.BufferedReader(
             _BoundedReader(handle, self._data_member.offset, self._data_member.size))
         stream = _decompress(self.path, self._data_member.name, raw)
-        if self._payload_cache is None:
+        if cache is None or key is None:
             return stream, None, self.path
         try:
-            recorder = _PayloadRecorder(stream, self._payload_cache, deb_sha256)
+            recorder = _PayloadRecorder(stream, cache, key, deb_sha256)
         except OSError as error:
-            # The cache only saves time, so a cache that cannot be written is skipped.
-            logger.debug("not caching the payload of %s in %s: %s", self.label,
-                         self._payload_cache, error)
+            logger.debug("not caching the payload of %s in %s: %s", self.label, cache, error)
             return stream, None, self.path
         return cast(IO[bytes], stack.enter_context(recorder)), recorder, self.path
 
@@ -431,7 +437,8 @@ def _entry_tag(key: bytes, deb_sha256: str, content_sha256: str) -> str:
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
-def _open_cached_payload(cache: Path, deb_sha256: str) -> tuple[Path, BinaryIO] | None:
+def _open_cached_payload(cache: Path, key: bytes,
+                         deb_sha256: str) -> tuple[Path, BinaryIO] | None:
     """Open the cached payload of the `.deb` with this SHA-256, checked against its tag.
 
     An entry is `<deb sha256>-<tag>.tar.zst`, where the tag is an HMAC-SHA256, under the
@@ -440,13 +447,6 @@ def _open_cached_payload(cache: Path, deb_sha256: str) -> tuple[Path, BinaryIO] 
     one. The file is hashed and then streamed through one open file. An entry whose tag does
     not match is deleted.
     """
-    if not cache.is_dir():
-        return None
-    try:
-        key = _cache_key(cache)
-    except OSError as error:
-        logger.debug("not using the payload cache %s: %s", cache, error)
-        return None
     for candidate in sorted(cache.glob(f"{deb_sha256}-*{_PAYLOAD_SUFFIX}")):
         tag = candidate.name[len(deb_sha256) + 1: -len(_PAYLOAD_SUFFIX)]
         try:
@@ -468,19 +468,19 @@ def _open_cached_payload(cache: Path, deb_sha256: str) -> tuple[Path, BinaryIO] 
 class _PayloadRecorder(io.RawIOBase):
     """Pass a decompressed payload through while writing a zstd copy for the payload cache.
 
-    `finish` moves the copy into the cache under its name. The copy holds exactly the bytes
+    `finish` moves the copy into the cache under its name. The copy contains exactly the bytes
     the tar reader took, which end at the archive's end marker, so a payload is never read
     further than it is without the cache. Closing without `finish`, as on an error, deletes the
     copy. A failed write to the cache, such as a full disk, only stops the copy: the payload
     still reads to its end.
     """
 
-    def __init__(self, source: IO[bytes], cache: Path, deb_sha256: str) -> None:
+    def __init__(self, source: IO[bytes], cache: Path, key: bytes, deb_sha256: str) -> None:
         super().__init__()
         self._source = source
         self._cache = cache
         self._deb_sha256 = deb_sha256
-        self._key = _cache_key(cache)
+        self._key = key
         _remove_stale_partials(cache)
         descriptor, name = tempfile.mkstemp(dir=cache, prefix=".partial-",
                                             suffix=_PAYLOAD_SUFFIX)
