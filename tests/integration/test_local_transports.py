@@ -128,8 +128,8 @@ def test_merged_view_matches_umoci_rootfs(images: Any, name: str) -> None:
     rootfs = DirectoryFileSystem(images.rootfs(name))
     # The sample's contents are kept in the one pass over the layers that builds the view.
     sample = rootfs.paths()[::97]
-    kept = {"/etc/os-release", *sample}
-    view = MergedFileSystem.from_image(image, keep_content=kept.__contains__)
+    kept_paths = {"/etc/os-release", *sample}
+    view = MergedFileSystem.from_image(image, keep_content=kept_paths.__contains__)
     assert view.paths() == rootfs.paths()
     assert view.read("/etc/os-release") == rootfs.read("/etc/os-release")
     for path in sample:

@@ -162,7 +162,7 @@ def test_failed_cache_write_keeps_payload(tmp_path: Path, monkeypatch: pytest.Mo
     assert _entries(cache) == []
 
 
-def test_entry_under_other_package_name_is_rejected(tmp_path: Path) -> None:
+def test_entry_renamed_to_other_deb_rejected(tmp_path: Path) -> None:
     first = build_deb(tmp_path / "a", "demo", "1.0", {"/usr/a": "AAAA"})
     second = build_deb(tmp_path / "b", "demo", "1.0", {"/usr/a": "BBBB"})
     cache = tmp_path / "payloads"
@@ -179,7 +179,7 @@ def test_entry_under_other_package_name_is_rejected(tmp_path: Path) -> None:
     assert not forged.exists()
 
 
-def test_data_after_tar_end_reads_as_without_cache(tmp_path: Path) -> None:
+def test_trailing_data_reads_as_uncached(tmp_path: Path) -> None:
     members = [member("./", kind=tarfile.DIRTYPE), member("./usr/a", b"content\n")]
     path = build_raw_deb(tmp_path / "t.deb", members, data_suffix=b"GARBAGE!")
     expected = _read_all(DebFile(path))

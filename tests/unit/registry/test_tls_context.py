@@ -55,7 +55,7 @@ def test_changed_ca_file_loads_again(tmp_path: Path) -> None:
     before = os.stat(ca_file)
     assert "first test CA" in _context_subjects(ca_file)
 
-    # Same inode, size and modification time: only the content tells the files apart.
+    # Same inode, size and modification time: only the content differs.
     other = _make_ca(tmp_path / "second", "other test CA", size=before.st_size)
     ca_file.write_bytes(other.read_bytes())
     os.utime(ca_file, ns=(before.st_atime_ns, before.st_mtime_ns))
